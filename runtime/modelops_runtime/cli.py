@@ -1,0 +1,89 @@
+"""Command line: ``python3 -m modelops_runtime {prepare,serve,verify}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__, config
+
+
+def _prepare(args) -> int:
+    from .jsonlog import Logger
+    from .prepare import PrepareError, prepare, read_options
+
+    log = Logger(stream=sys.stderr)
+    try:
+        opts = read_options(args.options)
+        manifest = prepare(args.source, opts, args.out, log=lambda m: log.info("prepare", msg=m))
+    except PrepareError as exc:
+        log.error("prepare_failed", error=str(exc))
+        print(f"prepare failed: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "prepared",
+        name=manifest["name"],
+        version=manifest["version"],
+        framework=manifest["framework"],
+        original_framework=manifest["original_framework"],
+        conversion=manifest["conversion"],
+        out=str(args.out),
+    )
+    return 0
+
+
+def _verify(args) -> int:
+    from . import manifest as mf
+
+    try:
+        m = mf.load(args.model_dir)
+        mf.verify_files(args.model_dir, m)
+    except mf.ManifestError as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}))
+        return 3
+    print(json.dumps({"ok": True, "name": m["name"], "version": m["version"], "files": len(m["files"])}))
+    return 0
+
+
+def _serve(args) -> int:
+    from .supervisor import run
+
+    cli = {o.key: getattr(args, o.key) for o in config.OPTIONS}
+    return run(args.model_dir, cli)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m modelops_runtime", description=__doc__)
+    p.add_argument("--version", action="version", version=f"modelops_runtime {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser("prepare", help="verify and package a model into a model directory (build time)")
+    pp.add_argument("--source", required=True, help="directory holding the model files")
+    pp.add_argument("--options", required=True, help="options.json path")
+    pp.add_argument("--out", required=True, help="output model directory (e.g. /model)")
+    pp.set_defaults(func=_prepare)
+
+    ps = sub.add_parser("serve", help="serve a prepared model directory")
+    ps.add_argument("--model-dir", default="/model", help="directory written by prepare (default /model)")
+    for opt in config.OPTIONS:
+        kw = {"dest": opt.key, "default": None, "help": f"{opt.help} (env {opt.env}, default {opt.default!r})"}
+        if opt.conv is config._bool:
+            kw["nargs"] = "?"
+            kw["const"] = "true"
+        ps.add_argument(opt.flag, **kw)
+    ps.set_defaults(func=_serve)
+
+    pv = sub.add_parser("verify", help="check the model directory's checksums against its manifest")
+    pv.add_argument("--model-dir", default="/model")
+    pv.set_defaults(func=_verify)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2

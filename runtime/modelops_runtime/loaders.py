@@ -1,0 +1,510 @@
+"""Framework loaders.
+
+Every loader returns a :class:`Model`: a callable with a V2 schema
+(``inputs``/``outputs`` as :class:`TensorSpec`) and
+``predict(feeds, wanted) -> {output name: ndarray}``.
+
+Two entry points:
+
+* :func:`load_source` - used by ``prepare`` on the untrusted-layout build
+  input; loads the model for real and infers the schema.
+* :func:`load_served` - used by ``serve``; takes the schema from the
+  manifest and checks sha256 of each file *before* deserialising it. For the
+  single-file formats (pickle/joblib, ONNX, TorchScript) the hash is computed
+  on the exact bytes handed to the deserialiser, so there is no window
+  between check and use.
+
+Heavy frameworks (TensorFlow, Keras, torch) are imported lazily, only when a
+model of that kind is loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import manifest as mf
+from .schema import TensorSpec, dims_from_framework, numpy_to_v2, v2_to_numpy
+
+
+class LoadError(Exception):
+    """The model could not be loaded (corrupt file, wrong framework, missing package)."""
+
+
+class Model:
+    framework = "unknown"
+
+    def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec]):
+        self.inputs = inputs
+        self.outputs = outputs
+        self.input_names = [t.name for t in inputs]
+        self.output_names = [t.name for t in outputs]
+        self.platform = self.framework
+
+    def predict(self, feeds: dict[str, np.ndarray], wanted: list[str] | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def apply_overrides(self, inputs: list[dict] | None, outputs: list[dict] | None) -> None:
+        """Replace inferred specs by user overrides (by position; the framework tensor name is kept)."""
+        for attr, override in (("inputs", inputs), ("outputs", outputs)):
+            if not override:
+                continue
+            current: list[TensorSpec] = getattr(self, attr)
+            specs = [TensorSpec.from_json(o) for o in override]
+            if current and len(specs) != len(current):
+                raise LoadError(
+                    f"{attr} override lists {len(specs)} tensors but the model has {len(current)}"
+                )
+            for i, spec in enumerate(specs):
+                if spec.source is None and i < len(current):
+                    spec.source = current[i].source or current[i].name
+            setattr(self, attr, specs)
+        self.input_names = [t.name for t in self.inputs]
+        self.output_names = [t.name for t in self.outputs]
+
+
+# --------------------------------------------------------------------------- sklearn
+
+
+class SklearnModel(Model):
+    framework = "sklearn"
+
+    def __init__(self, estimator, inputs, outputs):
+        self.estimator = estimator
+        super().__init__(inputs, outputs)
+        self.platform = "sklearn"
+        self._methods: dict[str, Callable] = {}
+        self._bind()
+
+    def _bind(self):
+        est = self.estimator
+        self._methods = {}
+        for spec in self.outputs:
+            kind = spec.source or spec.name
+            if kind in ("label", "prediction", "predict"):
+                self._methods[spec.name] = est.predict
+            elif kind in ("probabilities", "predict_proba"):
+                self._methods[spec.name] = est.predict_proba
+            else:
+                raise LoadError(f"sklearn output {spec.name!r} maps to unknown method {kind!r}")
+
+    def apply_overrides(self, inputs, outputs):
+        super().apply_overrides(inputs, outputs)
+        self._bind()
+
+    def predict(self, feeds, wanted=None):
+        x = feeds[self.input_names[0]]
+        out = {}
+        for name in wanted or self.output_names:
+            out[name] = np.asarray(self._methods[name](x))
+        return out
+
+
+def _sklearn_from_estimator(est, probe: np.ndarray | None) -> SklearnModel:
+    if not hasattr(est, "predict"):
+        raise LoadError(f"object of type {type(est).__name__} has no predict() method; not a scikit-learn model")
+    n_features = getattr(est, "n_features_in_", None)
+    if n_features is None and probe is not None:
+        n_features = probe.shape[1]
+    if n_features is None:
+        raise LoadError("cannot tell the number of input features (no n_features_in_); pass an 'inputs' override")
+    inputs = [TensorSpec("input", "FP64", [-1, int(n_features)])]
+    x = probe if probe is not None else np.zeros((1, int(n_features)))
+    x = np.asarray(x, dtype=np.float64)[:8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pred = np.asarray(est.predict(x))
+        except Exception as exc:
+            raise LoadError(f"test prediction failed: {exc}") from exc
+    outputs = []
+    is_classifier = hasattr(est, "classes_")
+    pshape = [-1] + list(pred.shape[1:])
+    if is_classifier:
+        outputs.append(TensorSpec("label", numpy_to_v2(pred.dtype), pshape, source="label"))
+        if hasattr(est, "predict_proba"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    proba = np.asarray(est.predict_proba(x))
+                outputs.append(
+                    TensorSpec("probabilities", numpy_to_v2(proba.dtype), [-1] + list(proba.shape[1:]), source="probabilities")
+                )
+            except Exception:
+                pass  # e.g. SVC(probability=False) exposes predict_proba but raises
+    else:
+        dt = numpy_to_v2(pred.dtype) if pred.dtype.kind in "biuf" else "BYTES"
+        outputs.append(TensorSpec("prediction", dt, pshape, source="prediction"))
+    return SklearnModel(est, inputs, outputs)
+
+
+def _unpickle_sklearn(data: bytes, what: str):
+    try:
+        import joblib  # handles plain pickles and joblib dumps (also compressed)
+
+        return joblib.load(io.BytesIO(data))
+    except ImportError:
+        import pickle
+
+        return pickle.loads(data)
+    except Exception as exc:
+        raise LoadError(f"cannot load {what} as a scikit-learn pickle/joblib file: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+class OnnxModel(Model):
+    framework = "onnx"
+
+    def __init__(self, session, inputs, outputs):
+        self.session = session
+        super().__init__(inputs, outputs)
+        self.platform = "onnxruntime_onnx"
+        self._src_in = [t.source or t.name for t in inputs]
+        self._src_out = {t.name: (t.source or t.name) for t in outputs}
+        self._all_src_out = [self._src_out[n] for n in self.output_names]
+
+    def apply_overrides(self, inputs, outputs):
+        super().apply_overrides(inputs, outputs)
+        self._src_in = [t.source or t.name for t in self.inputs]
+        self._src_out = {t.name: (t.source or t.name) for t in self.outputs}
+        self._all_src_out = [self._src_out[n] for n in self.output_names]
+
+    def predict(self, feeds, wanted=None):
+        if len(self._src_in) == 1:
+            ort_feeds = {self._src_in[0]: feeds[self.input_names[0]]}
+        else:
+            ort_feeds = {src: feeds[name] for src, name in zip(self._src_in, self.input_names)}
+        if wanted is None or len(wanted) == len(self.output_names):
+            names = self.output_names
+            res = self.session.run(self._all_src_out, ort_feeds)
+        else:
+            names = wanted
+            res = self.session.run([self._src_out[n] for n in wanted], ort_feeds)
+        return dict(zip(names, res))
+
+
+_ORT_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(int16)": "INT16",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
+
+
+def _onnx_session(data: bytes, what: str, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise LoadError(f"onnxruntime is not installed; cannot load {what}") from exc
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(int(threads), 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Thread spinning burns CPU that other workers on the same core need.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise LoadError(f"cannot load {what} as an ONNX model: {type(exc).__name__}: {exc}") from exc
+
+
+def _onnx_from_session(sess) -> OnnxModel:
+    inputs, outputs = [], []
+    for i in sess.get_inputs():
+        if i.type not in _ORT_TYPES:
+            raise LoadError(f"ONNX input {i.name!r} has unsupported type {i.type}")
+        inputs.append(TensorSpec(i.name, _ORT_TYPES[i.type], dims_from_framework(i.shape), source=i.name))
+    for o in sess.get_outputs():
+        if o.type not in _ORT_TYPES:
+            continue  # sequences/maps (e.g. ZipMap) are not served
+        outputs.append(TensorSpec(o.name, _ORT_TYPES[o.type], dims_from_framework(o.shape), source=o.name))
+    if not outputs:
+        raise LoadError("ONNX model has no tensor outputs that can be served")
+    return OnnxModel(sess, inputs, outputs)
+
+
+# --------------------------------------------------------------------------- Keras / TensorFlow
+
+
+def _import_tf(what: str, threads: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise LoadError(f"tensorflow is not installed; cannot load {what}") from exc
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(int(threads), 1))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised
+    return tf
+
+
+def _tf_dtype_to_v2(dtype) -> str:
+    name = getattr(dtype, "name", str(dtype))
+    if name == "string":
+        return "BYTES"
+    return numpy_to_v2(np.dtype(name))
+
+
+class KerasModel(Model):
+    framework = "keras"
+
+    def __init__(self, model, inputs, outputs):
+        self.model = model
+        super().__init__(inputs, outputs)
+        self.platform = "tensorflow_keras"
+
+    def predict(self, feeds, wanted=None):
+        xs = [feeds[n] for n in self.input_names]
+        res = self.model(xs[0] if len(xs) == 1 else xs, training=False)
+        if isinstance(res, dict):
+            res = [res[t.source or t.name] for t in self.outputs]
+        elif not isinstance(res, (list, tuple)):
+            res = [res]
+        out = {t.name: np.asarray(r) for t, r in zip(self.outputs, res)}
+        return {n: out[n] for n in (wanted or self.output_names)}
+
+
+def _load_keras(path: Path, threads: int) -> KerasModel:
+    _import_tf(str(path), threads)
+    try:
+        import keras
+    except ImportError as exc:
+        raise LoadError(f"keras is not installed; cannot load {path.name}") from exc
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise LoadError(f"cannot load {path.name} as a Keras model: {type(exc).__name__}: {exc}") from exc
+    inputs = []
+    names_in = list(getattr(model, "input_names", None) or [])
+    for i, t in enumerate(model.inputs):
+        name = names_in[i] if i < len(names_in) else (t.name.split(":")[0] if len(model.inputs) > 1 else "input")
+        if len(model.inputs) == 1:
+            name = "input"
+        inputs.append(TensorSpec(name, _tf_dtype_to_v2(t.dtype), dims_from_framework(t.shape), source=name))
+    outputs = []
+    for i, t in enumerate(model.outputs):
+        name = "output" if len(model.outputs) == 1 else f"output_{i}"
+        outputs.append(TensorSpec(name, _tf_dtype_to_v2(t.dtype), dims_from_framework(t.shape), source=name))
+    return KerasModel(model, inputs, outputs)
+
+
+class SavedModel(Model):
+    framework = "tensorflow"
+
+    def __init__(self, loaded, fn, inputs, outputs, tf):
+        self.loaded = loaded  # keep a reference: the signature needs its variables alive
+        self.fn = fn
+        self.tf = tf
+        super().__init__(inputs, outputs)
+        self.platform = "tensorflow_savedmodel"
+
+    def predict(self, feeds, wanted=None):
+        kwargs = {(t.source or t.name): self.tf.constant(feeds[t.name]) for t in self.inputs}
+        res = self.fn(**kwargs)
+        out = {}
+        for t in self.outputs:
+            if wanted is None or t.name in wanted:
+                out[t.name] = res[t.source or t.name].numpy()
+        return out
+
+
+def _load_savedmodel(path: Path, threads: int) -> SavedModel:
+    tf = _import_tf(str(path), threads)
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except KeyError:
+        raise LoadError(f"SavedModel {path.name} has no 'serving_default' signature") from None
+    except Exception as exc:
+        raise LoadError(f"cannot load {path.name} as a TensorFlow SavedModel: {type(exc).__name__}: {exc}") from exc
+    _, kw = fn.structured_input_signature
+    inputs = [
+        TensorSpec(name, _tf_dtype_to_v2(spec.dtype), dims_from_framework(spec.shape.as_list()), source=name)
+        for name, spec in sorted(kw.items())
+    ]
+    outputs = [
+        TensorSpec(name, _tf_dtype_to_v2(spec.dtype), dims_from_framework(spec.shape.as_list()), source=name)
+        for name, spec in sorted(fn.structured_outputs.items())
+    ]
+    return SavedModel(loaded, fn, inputs, outputs, tf)
+
+
+# --------------------------------------------------------------------------- TorchScript
+
+
+class TorchScriptModel(Model):
+    framework = "torchscript"
+
+    def __init__(self, module, inputs, outputs, torch):
+        self.module = module
+        self.torch = torch
+        super().__init__(inputs, outputs)
+        self.platform = "pytorch_torchscript"
+
+    def predict(self, feeds, wanted=None):
+        torch = self.torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        with torch.inference_mode():
+            res = self.module(*args)
+        if isinstance(res, dict):
+            res = [res[t.source or t.name] for t in self.outputs]
+        elif not isinstance(res, (list, tuple)):
+            res = [res]
+        out = {t.name: r.detach().cpu().numpy() for t, r in zip(self.outputs, res)}
+        return {n: out[n] for n in (wanted or self.output_names)}
+
+
+def _torch(what: str, threads: int):
+    try:
+        import torch
+    except ImportError as exc:
+        raise LoadError(f"torch is not installed; cannot load {what}") from exc
+    torch.set_num_threads(max(int(threads), 1))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    return torch
+
+
+def _torchscript_module(data: bytes, what: str, threads: int):
+    torch = _torch(what, threads)
+    try:
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:
+        raise LoadError(f"cannot load {what} as a TorchScript model: {type(exc).__name__}: {exc}") from exc
+    module.eval()
+    return module, torch
+
+
+def _torchscript_schema(module, torch, probe: np.ndarray | None) -> TorchScriptModel:
+    if probe is None:
+        raise LoadError(
+            "TorchScript models carry no input schema: give 'inputs' (and 'outputs') in the options, or a sample"
+        )
+    x = np.asarray(probe, dtype=np.float32)
+    inputs = [TensorSpec("input", "FP32", [-1] + list(x.shape[1:]), source="input")]
+    with torch.inference_mode():
+        res = module(torch.from_numpy(x))
+    if not isinstance(res, (list, tuple)):
+        res = [res]
+    outputs = []
+    for i, r in enumerate(res):
+        arr = r.detach().cpu().numpy()
+        name = "output" if len(res) == 1 else f"output_{i}"
+        outputs.append(TensorSpec(name, numpy_to_v2(arr.dtype), [-1] + list(arr.shape[1:]), source=name))
+    return TorchScriptModel(module, inputs, outputs, torch)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _read(path: Path, framework: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise LoadError(f"{path} is a directory, but a {framework} model is a single file") from None
+    except FileNotFoundError:
+        raise LoadError(f"{path} does not exist") from None
+
+
+def load_source(
+    framework: str,
+    path: str | os.PathLike,
+    probe: np.ndarray | None = None,
+    inputs: list[dict] | None = None,
+    outputs: list[dict] | None = None,
+    threads: int = 1,
+) -> Model:
+    """Load a model from the build source and infer its schema (used by prepare)."""
+    path = Path(path)
+    if framework != "tensorflow" and path.is_dir():
+        raise LoadError(f"{path} is a directory, but a {framework} model is a single file")
+    if not path.exists():
+        raise LoadError(f"{path} does not exist")
+    if framework == "sklearn":
+        est = _unpickle_sklearn(_read(path, framework), path.name)
+        model = _sklearn_from_estimator(est, probe)
+    elif framework == "onnx":
+        model = _onnx_from_session(_onnx_session(_read(path, framework), path.name, threads))
+    elif framework == "keras":
+        model = _load_keras(path, threads)
+    elif framework == "tensorflow":
+        if not path.is_dir():
+            raise LoadError(f"{path} is not a directory; a TensorFlow SavedModel is a directory")
+        model = _load_savedmodel(path, threads)
+    elif framework == "torchscript":
+        module, torch = _torchscript_module(_read(path, framework), path.name, threads)
+        if inputs:
+            specs_in = [TensorSpec.from_json(o) for o in inputs]
+            specs_out = [TensorSpec.from_json(o) for o in (outputs or [])]
+            if not specs_out:
+                if probe is None:
+                    raise LoadError("TorchScript: give 'outputs' in the options or a sample")
+                model = _torchscript_schema(module, torch, probe)
+                model.apply_overrides(inputs, None)
+                return model
+            return TorchScriptModel(module, specs_in, specs_out, torch)
+        model = _torchscript_schema(module, torch, probe)
+    else:
+        raise LoadError(f"unknown framework {framework!r}")
+    model.apply_overrides(inputs, outputs)
+    return model
+
+
+def _specs(manifest: dict, key: str) -> list[TensorSpec]:
+    return [TensorSpec.from_json(o) for o in manifest[key]]
+
+
+def load_served(model_dir: str | os.PathLike, manifest: dict, threads: int = 1) -> Model:
+    """Verify checksums and load the served model with the manifest's schema."""
+    model_dir = Path(model_dir)
+    mf.verify_files(model_dir, manifest)
+    framework = manifest["framework"]
+    entry = manifest["entrypoint"]
+    inputs, outputs = _specs(manifest, "inputs"), _specs(manifest, "outputs")
+    if framework == "sklearn":
+        # Hash checked on the same bytes that get unpickled.
+        data = mf.read_verified(model_dir, manifest, entry)
+        est = _unpickle_sklearn(data, entry)
+        return SklearnModel(est, inputs, outputs)
+    if framework == "onnx":
+        data = mf.read_verified(model_dir, manifest, entry)
+        return OnnxModel(_onnx_session(data, entry, threads), inputs, outputs)
+    if framework == "torchscript":
+        data = mf.read_verified(model_dir, manifest, entry)
+        module, torch = _torchscript_module(data, entry, threads)
+        return TorchScriptModel(module, inputs, outputs, torch)
+    if framework == "keras":
+        m = _load_keras(model_dir / entry, threads)
+        return KerasModel(m.model, inputs, outputs)
+    if framework == "tensorflow":
+        m = _load_savedmodel(model_dir / entry, threads)
+        return SavedModel(m.loaded, m.fn, inputs, outputs, m.tf)
+    raise LoadError(f"unknown framework {framework!r}")
+
+
+def coerce_inputs(model: Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Feed a single 2-D array to a single-input model, in its declared dtype."""
+    spec = model.inputs[0]
+    return {spec.name: np.asarray(x, dtype=v2_to_numpy(spec.datatype))}
