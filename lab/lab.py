@@ -107,9 +107,8 @@ def ensure_network(name: str, hosts: dict[str, dict]) -> None:
 
 def container_state(cname: str) -> dict | None:
     out = run("docker", "container", "inspect", cname, check=False)
-    if not out:
-        return None
-    return json.loads(out)[0]
+    found = json.loads(out) if out else []
+    return found[0] if found else None
 
 
 def wanted_image_id(image: str) -> str:

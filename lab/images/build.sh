@@ -34,6 +34,7 @@ for suite in "${suites[@]}"; do
     tail -n 30 "$root.log" >&2; echo "error: debootstrap $suite failed" >&2; exit 1; }
   rm -f "$root.log"
   cp "$here/setup-rootfs.sh" "$root/tmp/setup-rootfs.sh"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
   chroot "$root" /bin/bash /tmp/setup-rootfs.sh "$mirror" "$suite"
   rm -f "$root/tmp/setup-rootfs.sh"
   tar --numeric-owner -C "$root" -c . | docker import \

@@ -6,6 +6,8 @@ cat > /etc/apt/sources.list <<SRC
 deb $mirror $suite main contrib non-free non-free-firmware
 deb $mirror $suite-updates main contrib non-free non-free-firmware
 SRC
+# A freshly installed server has current package lists; so do lab hosts.
+apt-get update -qq
 # Containers have no consoles or hardware to wait for.
 for unit in getty.target console-getty.service systemd-udevd.service \
             systemd-udev-trigger.service systemd-modules-load.service \
@@ -35,4 +37,4 @@ chmod 0440 /etc/sudoers.d/ansible
 install -d -m 0700 -o ansible -g ansible /home/ansible/.ssh
 echo 'lab' > /etc/hostname
 apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/* /var/log/*.log
+rm -rf /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/* /var/log/*.log

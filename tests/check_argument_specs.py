@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Check that every role's meta/argument_specs.yml matches its defaults/main.yml.
+
+For each role:
+- every variable in defaults/main.yml is documented in the `main` entry point,
+  and every option of the `main` entry point that has a default is in defaults;
+- the defaults agree (same value, or the same template text);
+- every public variable is prefixed with the role name, every option has a
+  description and a type.
+Exits non-zero with one line per problem.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_role(role: Path) -> list[str]:
+    problems: list[str] = []
+    name = role.name
+    spec_file = role / "meta" / "argument_specs.yml"
+    defaults_file = role / "defaults" / "main.yml"
+    if not spec_file.exists():
+        return [f"{name}: meta/argument_specs.yml is missing"]
+    specs = (yaml.safe_load(spec_file.read_text()) or {}).get("argument_specs", {})
+    if "main" not in specs:
+        problems.append(f"{name}: argument_specs has no 'main' entry point")
+    defaults = {}
+    if defaults_file.exists():
+        defaults = yaml.safe_load(defaults_file.read_text()) or {}
+    for entry, spec in specs.items():
+        options = spec.get("options", {}) or {}
+        if not spec.get("short_description"):
+            problems.append(f"{name}:{entry}: no short_description")
+        for opt, ospec in options.items():
+            if not opt.startswith(f"{name}_"):
+                problems.append(f"{name}:{entry}: option {opt} is not prefixed with '{name}_'")
+            if not ospec.get("description"):
+                problems.append(f"{name}:{entry}: option {opt} has no description")
+            if not ospec.get("type"):
+                problems.append(f"{name}:{entry}: option {opt} has no type")
+            if "default" in ospec and opt in defaults and ospec["default"] != defaults[opt]:
+                problems.append(
+                    f"{name}:{entry}: option {opt} defaults to {ospec['default']!r} in argument_specs "
+                    f"but {defaults[opt]!r} in defaults/main.yml")
+    main_opts = (specs.get("main", {}) or {}).get("options", {}) or {}
+    for var in defaults:
+        if not var.startswith(f"{name}_"):
+            problems.append(f"{name}: default {var} is not prefixed with '{name}_'")
+        if var not in main_opts:
+            problems.append(f"{name}: default {var} is not documented in argument_specs 'main'")
+    for opt, ospec in main_opts.items():
+        if "default" in ospec and opt not in defaults:
+            problems.append(f"{name}: option {opt} has a default in argument_specs but not in defaults/main.yml")
+        if ospec.get("required") and opt in defaults:
+            problems.append(f"{name}: option {opt} is required but also has a default")
+    return problems
+
+
+def main() -> int:
+    roles = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
+    problems = [p for role in roles for p in check_role(role)]
+    for p in problems:
+        print(p)
+    print(f"argument_specs: {len(roles)} roles checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
