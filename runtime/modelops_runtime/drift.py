@@ -115,6 +115,19 @@ class DriftWindow:
         self.pending: list[np.ndarray] = []
         self.pending_rows = 0
         self.rows_gauge = rows_gauge  # callable(n) to publish the window size
+        self._edges_cache: dict = {}
+
+    def _edges_for(self, dtype) -> list:
+        """Edges rounded to the input's precision: a float32 input equal to a reference value
+        (e.g. 1.4) must land in the same bin as the float64 reference value did."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f" or dtype.itemsize >= 8:
+            return self.layout.edges
+        cached = self._edges_cache.get(dtype)
+        if cached is None:
+            cached = [e.astype(dtype).astype(np.float64) for e in self.layout.edges]
+            self._edges_cache[dtype] = cached
+        return cached
 
     def add(self, x: np.ndarray) -> None:
         if not self.enabled:
@@ -132,13 +145,14 @@ class DriftWindow:
         x = np.concatenate(self.pending, axis=0) if len(self.pending) > 1 else self.pending[0]
         self.pending = []
         self.pending_rows = 0
+        edges_list = self._edges_for(x.dtype)
         x = np.asarray(x, dtype=np.float64)
         if x.shape[0] > self.size:
             x = x[-self.size :]
         m = x.shape[0]
         lay = self.layout
         idx = np.empty((m, lay.n_features), dtype=np.int64)
-        for j, edges in enumerate(lay.edges):
+        for j, edges in enumerate(edges_list):
             idx[:, j] = bin_index(edges, x[:, j])
         idx += lay.offsets_arr
         # Non-finite values are not counted (NaN lands past the last edge otherwise).

@@ -215,6 +215,7 @@ def try_convert(sk_model: Model, check_x: np.ndarray | None, out_dir: Path, log)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 onx = convert_sklearn(est, initial_types=[("input", tensor_type([None, n_features]))], options=options)
+            onx.graph.name = "sklearn_model"  # skl2onnx uses a random uuid: keep builds reproducible
             data = onx.SerializeToString()
             sess = _onnx_session(data, "converted model", 1)
         except Exception as exc:

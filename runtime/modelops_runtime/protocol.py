@@ -109,6 +109,9 @@ class Decoder:
                 raise bad(f"input '{name}' expects {spec.datatype}; got non-integer numbers")
             try:
                 with np.errstate(over="ignore", invalid="ignore"):
+                    declared = V2_TO_NUMPY[req_dt]
+                    if declared != target and declared.kind == "f" and declared.itemsize < arr.dtype.itemsize:
+                        arr = arr.astype(declared)  # values must fit the datatype the client declared
                     arr = arr.astype(target, copy=False)
             except (OverflowError, ValueError):
                 raise bad(f"input '{name}': values do not fit {spec.datatype}") from None
