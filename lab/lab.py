@@ -15,6 +15,7 @@ usage: lab.py up|down|status [--inventory DIR]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
@@ -124,10 +125,12 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
     image = hv["lab_image"]
     ip = hv["ansible_host"]
     image_id = wanted_image_id(image)
+    flags_id = hashlib.sha256("\0".join(flags).encode()).hexdigest()[:16]
     st = container_state(cname)
-    if st and (st["Image"] != image_id or st["NetworkSettings"]["Networks"].get(NETWORK, {})
-               .get("IPAMConfig", {}).get("IPv4Address") != ip):
-        log(f"{host}: image or address changed, recreating")
+    if st and (st["Image"] != image_id
+               or st["Config"]["Labels"].get(f"{LABEL}.flags") != flags_id
+               or st["NetworkSettings"]["Networks"].get(NETWORK, {}).get("IPAMConfig", {}).get("IPv4Address") != ip):
+        log(f"{host}: image, flags or address changed, recreating")
         run("docker", "rm", "-f", "-v", cname)
         st = None
     if st and st["State"]["Running"]:
@@ -139,7 +142,7 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
         log(f"{host}: creating {cname} from {image} at {ip}")
         run("docker", "run", "-d", "--name", cname, "--hostname", host,
             "--network", NETWORK, "--ip", ip,
-            "--label", f"{LABEL}={name}", "--label", f"{LABEL}.host={host}",
+            "--label", f"{LABEL}={name}", "--label", f"{LABEL}.host={host}", "--label", f"{LABEL}.flags={flags_id}",
             *flags,
             "--mount", f"type=volume,source={cname}-docker,target=/var/lib/docker,"
                        f"volume-label={LABEL}={name}",

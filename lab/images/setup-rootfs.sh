@@ -30,6 +30,14 @@ PasswordAuthentication no
 PermitRootLogin prohibit-password
 UseDNS no
 CONF
+# Lab hosts are containers whose /proc/sys is read-only (Docker cannot grant
+# otherwise without --privileged, which fails here). Docker >= 26 then fails to
+# disable IPv6 on its containers' interfaces unless told to carry on.
+mkdir -p /etc/systemd/system/docker.service.d
+cat > /etc/systemd/system/docker.service.d/lab-nested.conf <<UNIT
+[Service]
+Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1
+UNIT
 # The Ansible user of the lab, like a real fleet's: key login, passwordless sudo.
 useradd --create-home --shell /bin/bash --groups sudo ansible
 echo 'ansible ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ansible

@@ -28,7 +28,7 @@ def test_daemon_json_has_role_settings(host):
     assert cfg["log-opts"]["max-file"] == "5"
     assert cfg["live-restore"] is True
     assert cfg["registry-mirrors"] == ["https://mirror.lab.invalid:5000"]
-    assert cfg["default-ulimits"]["nofile"]["Soft"] == 65536
+    assert cfg["default-ulimits"]["nofile"]["Soft"] == 8192
     # Unset optional settings are not written as nulls.
     assert "data-root" not in cfg
 
@@ -47,8 +47,10 @@ def test_a_real_container_runs(host):
         "test -n \"$(docker images -q modelops-verify:busybox)\" || "
         "tar -C / -c bin/busybox | docker import -c 'CMD [\"/bin/busybox\"]' - modelops-verify:busybox"
     )
-    out = host.check_output("docker run --rm modelops-verify:busybox /bin/busybox echo hello-from-container")
-    assert out.strip() == "hello-from-container"
+    # Bridge network and a published loopback port, as model replicas use.
+    out = host.check_output(
+        "docker run --rm -p 127.0.0.1:18080:8080 modelops-verify:busybox /bin/busybox sh -c 'ulimit -n; echo hello'")
+    assert out.split() == ["8192", "hello"]
 
 
 def test_container_logs_rotate_with_configured_options(host):
