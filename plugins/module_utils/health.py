@@ -69,7 +69,8 @@ REDACTED = '********'
 SENSITIVE_HEADER_WORDS = ('authorization', 'cookie', 'token', 'secret', 'api-key', 'apikey', 'password')
 
 # Statuses that waiting will not fix: fail at once instead of polling.
-FATAL_STATUSES = (401, 403, 404)
+# 495/496 are NGINX's "certificate error" / "no certificate" codes.
+FATAL_STATUSES = (401, 403, 404, 495, 496)
 
 
 class CheckError(Exception):
@@ -472,6 +473,7 @@ class ModelClient:
         if client_key and not client_cert:
             raise ValueError('client_key needs client_cert')
         self.context = None
+        self.has_client_cert = bool(client_cert)
         if self.scheme == 'https':
             self.context = build_ssl_context(ca_path, validate_certs, client_cert, client_key)
 
@@ -521,16 +523,25 @@ class ModelClient:
                             if not self.ca_path else 'ca_path %s did not verify it' % self.ca_path)
             return True, 'TLS certificate verification failed for %s: %s (%s)' % (url, reason, '; '.join(hint))
         if isinstance(exc, ssl.SSLError):
-            reason = getattr(exc, 'reason', None) or str(exc)
-            return True, 'TLS error talking to %s: %s (%s)' % (url, reason, exc)
+            text = str(exc)
+            reason = str(getattr(exc, 'reason', None) or '')
+            message = 'TLS error talking to %s: %s' % (url, text)
+            if 'CERTIFICATE_REQUIRED' in reason or 'CERTIFICATE_REQUIRED' in text.upper().replace(' ', '_') \
+                    or isinstance(exc, ssl.SSLEOFError):
+                message += ' (the server ended the TLS session; if it requires a client certificate, set client_cert%s)' % (
+                    ' and check that its CA trusts it' if self.has_client_cert else '')
+            elif 'WRONG_VERSION_NUMBER' in reason:
+                message += ' (is this port serving plain HTTP? use an http:// url)'
+            return True, message
         if isinstance(exc, ConnectionRefusedError):
             return False, 'connection refused by %s (%s)' % (where, url)
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return False, 'no answer from %s within the request timeout (%s)' % (where, url)
         if isinstance(exc, socket.gaierror):
             return False, 'cannot resolve host %s: %s' % (self.host, exc)
-        if isinstance(exc, ConnectionResetError) and self.scheme == 'https':
-            return False, 'connection reset by %s during TLS or request (%s); a server that requires a client certificate does this' % (where, url)
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and self.scheme == 'https':
+            return False, ('connection reset by %s during TLS or request (%s); a server that requires a client certificate '
+                           'does this when client_cert is missing or not trusted' % (where, url))
         if isinstance(exc, http.client.HTTPException):
             return False, 'bad HTTP answer from %s: %s: %s' % (url, type(exc).__name__, exc)
         return False, 'request to %s failed: %s: %s' % (url, type(exc).__name__, exc)
@@ -728,9 +739,11 @@ class HealthCheck:
                     return True, 'GET %s: %s after %d attempt(s) in %.1f s' % (
                         self.client.path_for(route), name, attempts, self.clock() - started)
                 last = 'GET %s answered %s' % (self.client.url_for(route), response.describe())
-                if response.status in FATAL_STATUSES:
+                if response.status in FATAL_STATUSES or self._client_cert_refused(response):
                     fatal = True
-                    last += self._auth_hint(response.status)
+                    last += self._auth_hint(response.status, health_route=True)
+                    if self._client_cert_refused(response):
+                        last += ' (the server wants a client certificate it trusts: set client_cert)'
             except CheckError as exc:
                 last = exc.message
                 fatal = exc.fatal
@@ -750,14 +763,21 @@ class HealthCheck:
             return False
         return isinstance(body, dict) and body.get(name) is False
 
-    def _auth_hint(self, status):
+    @staticmethod
+    def _client_cert_refused(response):
+        """NGINX with ssl_verify_client answers 400 with this text, or 495/496."""
+        if response.status in (495, 496):
+            return True
+        return response.status == 400 and 'ssl certificate' in response.text().lower()
+
+    def _auth_hint(self, status, health_route=False):
         if status == 401:
             if self.params['api_key'] or any(is_sensitive_header(h) for h in (self.params['headers'] or {})):
                 return ' (the credentials sent were rejected)'
             return ' (authentication required: set api_key)'
         if status == 403:
             return ' (the credentials sent are not allowed here)'
-        if status == 404:
+        if status == 404 and health_route:
             return ' (check url: is the prefix path right?)'
         return ''
 
