@@ -31,8 +31,13 @@ def drift_size(reference: dict | None) -> int:
 def _spawn(index, model_dir, manifest, opts, shared, port, restarted, log) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
+    # Block SIGTERM/SIGINT across the fork: the child unblocks them once its own
+    # handlers are installed, so an early SIGTERM still means "drain", not "die".
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
         return pid
     code = 1
     try:

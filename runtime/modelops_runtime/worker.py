@@ -169,6 +169,7 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_term)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     try:
         if not restarted:

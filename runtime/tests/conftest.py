@@ -185,8 +185,11 @@ def _ready(srv: Server) -> bool:
 def wait_for(cond, timeout=30.0, what="condition", srv=None, interval=0.05):
     deadline = time.monotonic() + max(timeout, 0.1)
     while time.monotonic() < deadline:
-        if cond():
-            return
+        try:
+            if cond():
+                return
+        except OSError:
+            pass  # e.g. a connection reset while a worker restarts: try again
         if srv is not None and srv.proc.poll() is not None:
             raise AssertionError(f"server exited ({srv.proc.returncode}) while waiting for {what}: {srv.log_path.read_text()}")
         time.sleep(interval)

@@ -1,0 +1,223 @@
+"""Process lifecycle: checksum refusal, SIGTERM drain, workers, restarts, non-root."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RUNTIME_DIR, make_model_dir, metric, start_server, wait_for
+
+ROW = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+class _Evil:
+    """Unpickling this creates a directory: proof that a file was deserialised."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_tampered_pickle_is_never_loaded(tmp_path, iris, iris_lr):
+    X, _ = iris
+    out, m = make_model_dir(tmp_path, iris_lr, X, convert_to_onnx=False)
+    marker = tmp_path / "PWNED"
+    (out / "original" / "model.joblib").write_bytes(pickle.dumps(_Evil(str(marker))))
+    srv = start_server(out, tmp_path, wait_ready=False)
+    try:
+        def failed():
+            try:
+                status, _, body = srv.request("GET", "/v2/health/ready")
+            except OSError:
+                return False
+            return status == 503 and json.loads(body).get("state") == "failed"
+
+        wait_for(failed, 30, "not-ready state", srv)
+        status, _, body = srv.request("GET", "/v2/health/ready")
+        reason = json.loads(body)["reason"]
+        assert "checksum mismatch for original/model.joblib" in reason and "refusing to load" in reason
+        assert srv.request("GET", "/v2/health/live")[0] == 200
+        status, _, body = srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))
+        assert status == 503 and "not ready" in json.loads(body)["error"]
+        assert srv.request("GET", "/v2/models/iris/ready")[0] == 503
+        assert any(r.get("event") == "model_load_failed" for r in srv.logs())
+        assert not marker.exists()
+    finally:
+        srv.stop()
+    assert not marker.exists()
+
+
+def test_exit_on_load_failure(tmp_path, iris, iris_lr):
+    X, _ = iris
+    out, _ = make_model_dir(tmp_path, iris_lr, X)
+    with open(out / "converted" / "model.onnx", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x00\x00")
+    env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR), MODELOPS_EXIT_ON_LOAD_FAILURE="1")
+    res = subprocess.run([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(out), "--host", "127.0.0.1",
+                          "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3
+    assert "checksum mismatch for converted/model.onnx" in res.stdout
+
+
+def test_missing_manifest_exits_2(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR))
+    res = subprocess.run([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(tmp_path), "--port", "0"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "manifest.json not found" in res.stdout
+
+
+def _connect_refused(port) -> bool:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+    except ConnectionRefusedError:
+        return True
+    s.close()
+    return False
+
+
+def test_sigterm_drains_in_flight_and_refuses_new(tmp_path, onnx_model_dir):
+    srv = start_server(onnx_model_dir, tmp_path, "--drain-timeout", "20")
+    body = json.dumps(ROW).encode()
+    head = (b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    busy = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    idle = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        # an idle keep-alive connection
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)
+        # an in-flight request: headers and half of the body sent
+        busy.sendall(head + body[:10])
+        wait_for(lambda: metric(srv.metrics_text(), "modelops_requests_in_flight") >= 2, 10, "in-flight request", srv)
+
+        srv.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: _connect_refused(srv.port), 10, "listener closed", srv)
+        assert idle.recv(4096) == b""  # idle keep-alive connection closed by the server
+        assert srv.proc.poll() is None  # still finishing the in-flight request
+
+        busy.sendall(body[10:])
+        f = busy.makefile("rb")
+        status_line = f.readline()
+        assert b"200" in status_line
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, v = line.decode().split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        resp = json.loads(f.read(int(headers["content-length"])))
+        assert resp["outputs"][0]["data"] == [0]
+        assert headers["connection"] == "close"
+        assert f.read() == b""
+        assert srv.proc.wait(15) == 0
+    finally:
+        busy.close()
+        idle.close()
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+    events = [r.get("event") for r in srv.logs()]
+    assert "drain_started" in events and "drained" in events and "stopped" in events
+
+
+def test_workers_share_port_and_metrics(tmp_path, onnx_model_dir):
+    srv = start_server(onnx_model_dir, tmp_path, "--workers", "2", "--access-log-sample", "1")
+    try:
+        wait_for(lambda: all(metric(srv.metrics_text(), "modelops_worker_ready", worker=str(w)) == 1 for w in (0, 1)),
+                 60, "both workers ready", srv)
+        base = metric(srv.metrics_text(), "modelops_requests_total", endpoint="infer", code="200")
+        n = 60
+        for _ in range(n):  # a new connection each time, so SO_REUSEPORT spreads them
+            assert srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
+        pids = {r["pid"] for r in srv.logs() if r.get("event") == "request" and r.get("endpoint") == "infer"}
+        assert len(pids) == 2, "both workers should have served requests"
+        for _ in range(6):  # whichever worker answers the scrape sees every worker's counts
+            text = srv.metrics_text()
+            assert metric(text, "modelops_requests_total", endpoint="infer", code="200") == base + n
+            assert metric(text, "modelops_inference_duration_seconds_count") >= base + n
+    finally:
+        assert srv.stop() == 0
+
+
+def test_crashed_worker_is_restarted_and_counts_survive(tmp_path, onnx_model_dir):
+    srv = start_server(onnx_model_dir, tmp_path, "--workers", "2")
+    try:
+        for _ in range(5):
+            assert srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
+        before = metric(srv.metrics_text(), "modelops_requests_total", endpoint="infer", code="200")
+        wpids = [r["pid"] for r in srv.logs() if r.get("event") == "worker_started"]
+        os.kill(wpids[0], signal.SIGKILL)
+        wait_for(lambda: metric(srv.metrics_text(), "modelops_worker_restarts_total") == 1, 30, "restart", srv)
+        wait_for(lambda: all(metric(srv.metrics_text(), "modelops_worker_ready", worker=str(w)) == 1 for w in (0, 1)),
+                 60, "both workers ready again", srv)
+        assert metric(srv.metrics_text(), "modelops_requests_total", endpoint="infer", code="200") == before
+        assert srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to uid 10001")
+def test_serves_as_non_root_from_read_only_dir(tmp_path, onnx_model_dir):
+    base = Path(tempfile.mkdtemp(prefix="modelops-ro-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        model = base / "model"
+        shutil.copytree(onnx_model_dir, model)
+        for p in [model, *model.rglob("*")]:
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        if not os.access(sys.executable, os.X_OK) or not _readable_by_other(Path(sys.executable).resolve()):
+            pytest.skip("the test interpreter is not usable by another user")
+        log_path = tmp_path / "ro.log"
+        env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR), PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
+        with open(log_path, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(model),
+                                     "--host", "127.0.0.1", "--port", "0"], stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, user=10001, group=10001, cwd="/")
+        try:
+            port = None
+            deadline = time.monotonic() + 60
+            while port is None and time.monotonic() < deadline and proc.poll() is None:
+                for line in log_path.read_text().splitlines():
+                    rec = json.loads(line) if line.startswith("{") else {}
+                    if rec.get("event") == "starting":
+                        port = rec["port"]
+                        assert rec["uid"] == 10001
+                time.sleep(0.05)
+            assert port is not None, log_path.read_text()
+
+            def ready():
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                try:
+                    c.request("GET", "/v2/health/ready")
+                    return c.getresponse().status == 200
+                except OSError:
+                    return False
+                finally:
+                    c.close()
+
+            deadline = time.monotonic() + 60
+            while not ready():
+                assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+    finally:
+        for p in [base, *base.rglob("*")]:
+            os.chmod(p, 0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _readable_by_other(p: Path) -> bool:
+    return all(os.stat(q).st_mode & 0o005 for q in [p, *p.parents] if q != Path("/"))
