@@ -27,16 +27,22 @@ description:
   - Uses only the Python standard library on the target, so it needs no extra package there.
   - The module never changes anything and always returns C(changed=false).
 author:
-  - modelops.serving maintainers
+  - modelops.serving maintainers (@modelops)
 attributes:
   check_mode:
+    description: Can run in check mode and return the same result as a normal run.
     support: full
     details:
       - Check mode runs the same checks as a normal run. Every request, including the sample and latency
         inferences sent with POST, is free of side effects on the model server.
   diff_mode:
+    description: Would show what changed in diff mode.
     support: none
+    details:
+      - The module never changes anything.
   platform:
+    description: Target operating systems.
+    support: full
     platforms: all
 options:
   url:
@@ -67,7 +73,7 @@ options:
     type: dict
   api_key:
     description:
-      - API key sent as C(Authorization: Bearer <api_key>). Never returned or shown in messages.
+      - "API key sent as C(Authorization: Bearer <api_key>). Never returned or shown in messages."
     type: str
   ca_path:
     description:

@@ -17,7 +17,6 @@ import atexit
 import datetime
 import ipaddress
 import json
-import math
 import os
 import re
 import shutil
@@ -97,6 +96,7 @@ class ToyModel:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     timeout = 10
+    disable_nagle_algorithm = True   # headers and body go out in two writes
 
     def log_message(self, format, *args):  # pylint: disable=redefined-builtin
         pass
@@ -813,4 +813,3 @@ def test_module_rejects_bad_options(tmp_path):
     assert proc.returncode == 1 and 'client_cert' in out['msg']
     proc, out = run_module({'url': 'ftp://127.0.0.1:1', 'model': 'iris'}, tmp_path)
     assert proc.returncode == 1 and out['msg'].startswith('url must start with http:// or https://')
-
