@@ -857,10 +857,12 @@ class HealthCheck:
         tolerance = float(self.params['tolerance'] or 0.0)
         reason = output_mismatch(kind, output, expected, tolerance)
         if reason:
-            message = 'ready but sample output %s != expected %s' % (to_json_text(output), to_json_text(expected))
+            shown_output, shown_expected = to_json_text(output), to_json_text(expected)
+            message = 'ready but sample output %s != expected %s' % (shown_output, shown_expected)
             if tolerance:
                 message += ' (tolerance %s)' % format_number(tolerance)
-            message += ' [%s]' % reason
+            if shown_output.endswith('...') or shown_expected.endswith('...'):
+                message += '; first difference %s' % reason   # the values were cut: say where they differ
             return self._add('sample', False, message)
         return self._add('sample', True, 'sample output matches expected%s'
                          % (' within %s' % format_number(tolerance) if tolerance else ''))

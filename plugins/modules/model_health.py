@@ -21,8 +21,8 @@ description:
     compared with O(expected)) and C(latency) (O(latency_requests) timed inferences compared with the SLOs)."
   - The first failing step stops the run and its message becomes RV(msg).
   - Live and ready are polled every O(retry_interval) seconds until they answer 200 or the overall
-    O(timeout) passes. Connection errors and statuses other than 401, 403 and 404 are retried; those
-    three and TLS errors fail at once, as waiting cannot fix them.
+    O(timeout) passes. Connection errors and most statuses are retried; 401, 403, 404, a proxy's refusal
+    of a missing client certificate (NGINX's 400, 495, 496) and TLS errors fail at once, as waiting cannot fix them.
   - The whole run, including the latency requests, is bounded by O(timeout).
   - Uses only the Python standard library on the target, so it needs no extra package there.
   - The module never changes anything and always returns C(changed=false).

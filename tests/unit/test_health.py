@@ -537,9 +537,14 @@ def test_sample_mismatch_message(toy, http_server):
     toy.outputs = [{'name': 'label', 'shape': [1], 'datatype': 'INT64', 'data': [1]}]
     result = run({'url': http_server.url(), 'model': 'iris', 'sample': V2_SAMPLE, 'expected': [0]})
     assert result['failed'] is True
-    assert result['msg'].startswith('ready but sample output [1] != expected [0]')
+    assert result['msg'] == 'ready but sample output [1] != expected [0]'
     assert result['sample_output'] == [1]
     assert result['ready'] is True
+    # long outputs are cut in the message, which then says where they differ
+    toy.outputs = [{'name': 'scores', 'shape': [100], 'datatype': 'FP32', 'data': [0.5] * 99 + [0.7]}]
+    long = run({'url': http_server.url(), 'model': 'iris', 'sample': V2_SAMPLE, 'expected': [0.5] * 100})
+    assert long['msg'].startswith('ready but sample output [0.5, 0.5, ')
+    assert long['msg'].endswith('...; first difference at [99]: 0.7 vs 0.5')
 
 
 def test_tolerance_passes_and_fails(toy, http_server):
@@ -552,7 +557,7 @@ def test_tolerance_passes_and_fails(toy, http_server):
     assert result['sample_output'] == [0.968, 0.021, 0.011]
     strict = run(dict(params, tolerance=0.001))
     assert strict['failed'] is True
-    assert strict['msg'].startswith('ready but sample output [0.968, 0.021, 0.011] != expected [[0.97, 0.02, 0.01]] (tolerance 0.001)')
+    assert strict['msg'] == 'ready but sample output [0.968, 0.021, 0.011] != expected [[0.97, 0.02, 0.01]] (tolerance 0.001)'
     missing = run(dict(params, expected_output='logits'))
     assert missing['failed'] is True and "output 'logits' is not in the answer (outputs: label, probabilities)" in missing['msg']
 
@@ -564,7 +569,7 @@ def test_simple_predict_form(toy, http_server):
     assert result['sample_output'] == [[0.9, 0.1]]
     assert ('POST', '/predict') in [(e[0], e[1]) for e in toy.log]
     wrong = run({'url': http_server.url(), 'model': 'iris', 'sample': SIMPLE_SAMPLE, 'expected': [[0.1, 0.9]]})
-    assert wrong['msg'].startswith('ready but sample output [[0.9, 0.1]] != expected [[0.1, 0.9]]')
+    assert wrong['msg'] == 'ready but sample output [[0.9, 0.1]] != expected [[0.1, 0.9]]'
 
 
 def test_wrong_version_is_reported(toy, http_server):
@@ -798,7 +803,7 @@ def test_module_failure_check_mode_and_secrets(toy, http_server, tmp_path):
     proc, out = run_module(args, tmp_path, check_mode=True)
     assert proc.returncode == 1
     assert out['failed'] is True and out['changed'] is False
-    assert out['msg'].startswith('ready but sample output [1] != expected [0]')
+    assert out['msg'] == 'ready but sample output [1] != expected [0]'
     assert 'module-key-42' not in proc.stdout and 'tok-secret-77' not in proc.stdout
     assert out['invocation']['module_args']['headers']['X-Tenant'] == 'blue'
     # check mode ran the same checks, including the inference
