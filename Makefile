@@ -45,7 +45,7 @@ engine: ## Make sure a Docker engine answers (installs docker.io and starts it i
 
 .PHONY: images
 images: engine ## Build the lab base images (Debian 12 and 13, cached by recipe)
-	bash lab/images/build.sh bookworm trixie
+	bash lab/images/build.sh
 
 .PHONY: lab
 lab: venv images ## Start the lab fleet from $(INVENTORY)
