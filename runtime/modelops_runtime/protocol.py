@@ -107,12 +107,13 @@ class Decoder:
                 raise bad(f"input '{name}' is declared {req_dt} but data holds non-integer numbers")
             if kind == "int" and k == "f":
                 raise bad(f"input '{name}' expects {spec.datatype}; got non-integer numbers")
+            # Overflow in these casts gives inf, which the finite check reports; the worker
+            # runs with np.seterr(all="ignore") so no warning machinery is involved.
             try:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    declared = V2_TO_NUMPY[req_dt]
-                    if declared != target and declared.kind == "f" and declared.itemsize < arr.dtype.itemsize:
-                        arr = arr.astype(declared)  # values must fit the datatype the client declared
-                    arr = arr.astype(target, copy=False)
+                declared = V2_TO_NUMPY[req_dt]
+                if declared != target and declared.kind == "f" and declared.itemsize < arr.dtype.itemsize:
+                    arr = arr.astype(declared)  # values must fit the datatype the client declared
+                arr = arr.astype(target, copy=False)
             except (OverflowError, ValueError):
                 raise bad(f"input '{name}': values do not fit {spec.datatype}") from None
         n = math.prod(shape)
@@ -148,8 +149,7 @@ class Decoder:
         arr = np.frombuffer(raw, dtype=src.newbyteorder("<")).reshape(shape)
         target = self.dtypes[name]
         if arr.dtype != target:
-            with np.errstate(over="ignore", invalid="ignore"):
-                arr = arr.astype(target)
+            arr = arr.astype(target)
         return arr
 
     # ------------------------------------------------------------------ V2 infer

@@ -76,6 +76,9 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     warnings.filterwarnings("ignore", category=UserWarning)
+    import numpy as np
+
+    np.seterr(all="ignore")  # overflowing casts become inf and are rejected by the input checks
     log = Logger(level=opts["log_level"], worker=index)
     try:
         import uvloop

@@ -176,12 +176,11 @@ def test_serves_as_non_root_from_read_only_dir(tmp_path, onnx_model_dir):
         shutil.copytree(onnx_model_dir, model)
         for p in [model, *model.rglob("*")]:
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
-        if not os.access(sys.executable, os.X_OK) or not _readable_by_other(Path(sys.executable).resolve()):
-            pytest.skip("the test interpreter is not usable by another user")
+        python, pythonpath = _python_for_other_user()
         log_path = tmp_path / "ro.log"
-        env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR), PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
+        env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
         with open(log_path, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(model),
+            proc = subprocess.Popen([python, "-m", "modelops_runtime", "serve", "--model-dir", str(model),
                                      "--host", "127.0.0.1", "--port", "0"], stdout=fh, stderr=subprocess.STDOUT,
                                     env=env, user=10001, group=10001, cwd="/")
         try:
@@ -221,3 +220,21 @@ def test_serves_as_non_root_from_read_only_dir(tmp_path, onnx_model_dir):
 
 def _readable_by_other(p: Path) -> bool:
     return all(os.stat(q).st_mode & 0o005 for q in [p, *p.parents] if q != Path("/"))
+
+
+def _python_for_other_user() -> tuple[str, str]:
+    """An interpreter uid 10001 can run, with the runtime and this env's packages on PYTHONPATH
+    (the same arrangement as the image: runtime source + installed deps)."""
+    import site
+
+    paths = [str(RUNTIME_DIR)] + [p for p in site.getsitepackages() if Path(p).is_dir()]
+    if not all(_readable_by_other(Path(p)) for p in paths):
+        pytest.skip("the runtime or its packages are not readable by another user here")
+    exe = Path(sys.executable).resolve()
+    if _readable_by_other(exe):
+        return str(exe), os.pathsep.join(paths)
+    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for cand in (Path("/usr/bin") / ver, Path("/usr/local/bin") / ver):
+        if cand.exists() and _readable_by_other(cand.resolve()):
+            return str(cand), os.pathsep.join(paths)
+    pytest.skip(f"no {ver} interpreter that another user can run")

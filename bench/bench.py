@@ -1,0 +1,276 @@
+"""Benchmark driver (run through bench/run.sh, which prepares bench/.venv and wrk).
+
+Trains the iris model, prepares it for the modelops runtime (ONNX-converted and
+sklearn-only), lays out the same joblib file for MLServer's sklearn runtime and
+for a naive FastAPI app, then measures each server in turn with wrk:
+server pinned to core 0 (`taskset -c 0`), wrk pinned to core 1, 16 connections,
+all on 127.0.0.1, a warm-up run then a fixed-duration measured run.
+Writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUNTIME = ROOT / "runtime"
+WORK = HERE / ".work"
+PY = sys.executable
+ROW = [5.1, 3.5, 1.4, 0.2]
+V2_BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]})
+PREDICT_BODY = json.dumps({"instances": [ROW]})
+
+NAIVE_APP = '''
+# A tutorial-style FastAPI model server (the baseline people often start from).
+import joblib
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+app = FastAPI()
+model = joblib.load("model.joblib")
+
+
+class PredictRequest(BaseModel):
+    instances: list[list[float]]
+
+
+@app.post("/predict")
+def predict(req: PredictRequest):
+    return {"predictions": model.predict(np.array(req.instances)).tolist()}
+
+
+@app.get("/health")
+def health():
+    return {"ok": True}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_and_prepare():
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    (WORK / "src").mkdir(parents=True)
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    joblib.dump(model, WORK / "src" / "model.joblib")
+    np.savetxt(WORK / "src" / "reference.csv", X, delimiter=",",
+               header="sepal_length,sepal_width,petal_length,petal_width", comments="")
+    base = {"name": "iris", "version": "1", "framework": "sklearn", "entrypoint": "model.joblib",
+            "reference_data": "reference.csv",
+            "sample": {"instances": X[:3].tolist(), "expected": model.predict(X[:3]).tolist()}}
+    env = dict(os.environ, PYTHONPATH=str(RUNTIME))
+    for name, extra in (("model-onnx", {}), ("model-sklearn", {"convert_to_onnx": False})):
+        opts = WORK / f"{name}.json"
+        opts.write_text(json.dumps({**base, **extra}))
+        subprocess.run([PY, "-m", "modelops_runtime", "prepare", "--source", str(WORK / "src"), "--options", str(opts),
+                        "--out", str(WORK / name)], check=True, env=env, stderr=subprocess.DEVNULL)
+    # MLServer model repository
+    ml = WORK / "mlserver" / "iris"
+    ml.mkdir(parents=True)
+    shutil.copy(WORK / "src" / "model.joblib", ml / "model.joblib")
+    (ml / "model-settings.json").write_text(json.dumps(
+        {"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+         "parameters": {"uri": "./model.joblib", "version": "1"}}))
+    # naive app
+    naive = WORK / "naive"
+    naive.mkdir()
+    shutil.copy(WORK / "src" / "model.joblib", naive / "model.joblib")
+    (naive / "naive_app.py").write_text(NAIVE_APP)
+
+
+def wait_http(url: str, body: str | None, timeout: float = 120.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            req = urllib.request.Request(url, data=body.encode() if body else None,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def parse_wrk(out: str) -> dict:
+    def ms(tok: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s)", tok)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    return res
+
+
+def run_wrk(url: str, body: str, duration: int, cpu: str) -> dict:
+    lua = WORK / "req.lua"
+    lua.write_text(LUA.format(body=body))
+    base = ["taskset", "-c", cpu, "wrk", "-t1", "-c16", "--latency", "--timeout", "5s", "-s", str(lua)]
+    subprocess.run(base + ["-d3s", url], check=True, capture_output=True, text=True, timeout=60)  # warm-up
+    out = subprocess.run(base + [f"-d{duration}s", url], check=True, capture_output=True, text=True,
+                         timeout=duration + 60).stdout
+    return parse_wrk(out)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def bench_one(label: str, cmd: list[str], cwd: Path, ready_url: str, ready_body, url: str, body: str,
+              duration: int, server_cpus: str = "0", env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(RUNTIME), **(env_extra or {}))
+    log = open(WORK / f"{re.sub(r'[^a-z0-9]+', '-', label.lower())}.log", "wb")
+    proc = subprocess.Popen(["taskset", "-c", server_cpus, *cmd], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_http(ready_url, ready_body, proc=proc)
+        res = run_wrk(url, body, duration, "1")
+    finally:
+        stop(proc)
+        log.close()
+    res["label"] = label
+    print(f"{label:55s} {res['rps']:9.0f} req/s  p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms"
+          f"  non-2xx {res['non2xx']}", flush=True)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--mlserver", default=str(HERE / ".venv-mlserver" / "bin" / "mlserver"))
+    args = ap.parse_args()
+    d = args.duration
+    if not shutil.which("wrk"):
+        print("wrk not found (bench/run.sh installs it)", file=sys.stderr)
+        return 2
+    load_before = os.getloadavg()
+    train_and_prepare()
+    results = []
+
+    def ours(label, model_dir, workers=1, cpus="0", path="/v2/models/iris/infer", body=V2_BODY):
+        port = free_port()
+        cmd = [PY, "-m", "modelops_runtime", "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers)]
+        return bench_one(label, cmd, ROOT, f"http://127.0.0.1:{port}/v2/health/ready", None,
+                         f"http://127.0.0.1:{port}{path}", body, d, cpus)
+
+    def mlserver(label, parallel_workers):
+        port, grpc, mport = free_port(), free_port(), free_port()
+        repo = WORK / "mlserver"
+        (repo / "settings.json").write_text(json.dumps(
+            {"http_port": port, "grpc_port": grpc, "metrics_port": mport, "parallel_workers": parallel_workers,
+             "host": "127.0.0.1", "debug": False}))
+        cmd = [args.mlserver, "start", "."]
+        return bench_one(label, cmd, repo, f"http://127.0.0.1:{port}/v2/models/iris/ready", None,
+                         f"http://127.0.0.1:{port}/v2/models/iris/infer", V2_BODY, d)
+
+    def naive(label):
+        port = free_port()
+        cmd = [PY, "-m", "uvicorn", "naive_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        return bench_one(label, cmd, WORK / "naive", f"http://127.0.0.1:{port}/health", None,
+                         f"http://127.0.0.1:{port}/predict", PREDICT_BODY, d)
+
+    results.append(("mlserver-default", mlserver("MLServer 1.7.1 sklearn (default: 1 inference worker)", 1)))
+    results.append(("mlserver-inproc", mlserver("MLServer 1.7.1 sklearn (parallel_workers=0)", 0)))
+    results.append(("naive", naive("naive FastAPI + uvicorn, sklearn, /predict")))
+    results.append(("ours-onnx", ours("modelops runtime, ONNX (converted), V2 infer", WORK / "model-onnx")))
+    results.append(("ours-onnx-predict", ours("modelops runtime, ONNX (converted), /predict", WORK / "model-onnx",
+                                              path="/predict", body=PREDICT_BODY)))
+    results.append(("ours-sklearn", ours("modelops runtime, sklearn only, V2 infer", WORK / "model-sklearn")))
+    results.append(("ours-onnx-2w", ours("modelops runtime, ONNX, 2 workers on cores 0-1 (wrk shares core 1)",
+                                         WORK / "model-onnx", workers=2, cpus="0,1")))
+    load_after = os.getloadavg()
+
+    ml_best = max(r["rps"] for k, r in results if k.startswith("mlserver"))
+    rows = []
+    for key, r in results:
+        ratio = r["rps"] / ml_best
+        rows.append(f"| {r['label']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio:.2f}x | {r['non2xx']} |")
+    table = "\n".join(
+        ["| server | req/s | p50 ms | p99 ms | vs best MLServer | non-2xx |", "|---|---:|---:|---:|---:|---:|"] + rows
+    )
+    targets = {k: r for k, r in results}
+    verdict = [
+        f"- ONNX, 1 worker: {targets['ours-onnx']['rps'] / ml_best:.2f}x MLServer (target >= 5x): "
+        + ("met" if targets["ours-onnx"]["rps"] >= 5 * ml_best else "NOT met"),
+        f"- sklearn only, 1 worker: {targets['ours-sklearn']['rps'] / ml_best:.2f}x MLServer (target >= 2.5x): "
+        + ("met" if targets["ours-sklearn"]["rps"] >= 2.5 * ml_best else "NOT met"),
+        f"- p99 at 16 connections, ONNX 1 worker: {targets['ours-onnx']['p99']:.2f} ms (target <= 5 ms): "
+        + ("met" if targets["ours-onnx"]["p99"] <= 5 else "NOT met"),
+    ]
+    import numpy, onnxruntime, sklearn  # noqa: E401
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    facts = [
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- numpy {numpy.__version__}, scikit-learn {sklearn.__version__}, onnxruntime {onnxruntime.__version__}",
+        f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (the machine is shared; other jobs add noise)",
+        f"- method: each server pinned with `taskset -c 0` (2-worker run: `-c 0,1`), wrk 4.1 pinned with `taskset -c 1`,"
+        f" 1 thread, 16 keep-alive connections, 3 s warm-up then {d} s measured, all on 127.0.0.1",
+        "- request: one iris row; V2 infer body "
+        "`{\"inputs\":[{\"name\":\"input\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[...]}]}` (all outputs returned),"
+        " /predict body `{\"instances\":[[...]]}`",
+        "- model: LogisticRegression(max_iter=1000) on sklearn's bundled iris data; the same joblib file for every server",
+    ]
+    text = "\n".join(["# Benchmark results", "", "Produced by `bench/run.sh`.", "", *facts, "", table, "", "Targets:", *verdict, ""])
+    (HERE / "RESULTS.md").write_text(text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
