@@ -335,7 +335,7 @@ def fill_wheelhouse(set_dir, requirements, python_version="3.11", arch="x86_64",
     if ca_bundle:
         cmd += ["--cert", ca_bundle]
     cmd += list(extra_args or [])
-    proc = runner(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    proc = runner(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
         shutil.rmtree(tmp, ignore_errors=True)
@@ -386,6 +386,7 @@ FROM ${BASE_IMAGE}
 COPY --from=prepare /opt/modelops/venv /opt/modelops/venv
 COPY --from=prepare /opt/modelops/lib /opt/modelops/lib
 COPY --from=prepare /model /model
+COPY healthcheck.py /opt/modelops/healthcheck.py
 ENV PYTHONPATH=/opt/modelops/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8 \\
     MODELOPS_HOST=0.0.0.0 MODELOPS_PORT=8080
 USER 10001:10001
@@ -393,8 +394,23 @@ WORKDIR /tmp
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\
-  CMD ["/opt/modelops/venv/bin/python", "-c", "import os,urllib.request as u; u.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('MODELOPS_PORT', '8080'), timeout=2)"]
+  CMD ["/opt/modelops/venv/bin/python", "/opt/modelops/healthcheck.py"]
 ENTRYPOINT ["/opt/modelops/venv/bin/python", "-m", "modelops_runtime", "serve", "--model-dir", "/model"]
+"""
+
+
+HEALTHCHECK_SCRIPT = """\
+# Container healthcheck: the runtime answers ready on its own port.
+import http.client
+import os
+import sys
+
+conn = http.client.HTTPConnection("127.0.0.1", int(os.environ.get("MODELOPS_PORT", "8080")), timeout=2)
+try:
+    conn.request("GET", "/v2/health/ready")
+    sys.exit(0 if conn.getresponse().status == 200 else 1)
+except OSError:
+    sys.exit(1)
 """
 
 
@@ -487,6 +503,8 @@ def build_context(dest, params, framework, runtime_dir, wheel_dir):
                 shutil.copyfile(src, os.path.join(wheels_dest, wheel))
     with open(os.path.join(dest, "Dockerfile"), "w") as handle:
         handle.write(DOCKERFILE)
+    with open(os.path.join(dest, "healthcheck.py"), "w") as handle:
+        handle.write(HEALTHCHECK_SCRIPT)
     _normalise_mtimes(dest)
 
     model_files = {}

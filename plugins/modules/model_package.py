@@ -12,7 +12,7 @@ DOCUMENTATION = r"""
 module: model_package
 short_description: Package a trained model file into a versioned, checksummed container image
 version_added: 0.1.0
-author: modelops.serving contributors
+author: modelops.serving maintainers (@modelops)
 description:
   - Turns a model file (scikit-learn pickle or joblib, ONNX, Keras C(.h5)/C(.keras), TensorFlow SavedModel
     directory, TorchScript C(.pt)) into a container image that serves it with the modelops serving runtime
@@ -29,9 +29,9 @@ description:
     scikit-learn models are converted to ONNX when the predictions match exactly on the reference data.
   - A released version is never overwritten. An existing image with the same name and version but other
     content is an error unless O(force=true).
-  - Run it where the Docker engine is reachable and the model file is, normally the controller
+  - "Run it where the Docker engine is reachable and the model file is, normally the controller
     (C(delegate_to: localhost)); the action plugin fills O(runtime_dir) with the runtime shipped in this
-    collection.
+    collection."
 options:
   model_path:
     description: Path of the model file, or of a TensorFlow SavedModel directory.
@@ -58,7 +58,7 @@ options:
   sample:
     description:
       - A sample request used for the warm-up inference, for the build-time check, and recorded for health checks.
-      - Either C({instances: [[...], ...]}) rows or C({inputs: [...]}) V2 tensors.
+      - Either an C(instances) key holding rows, or an C(inputs) key holding V2 tensors.
     type: dict
   expected:
     description: The output the sample must give (the C(predictions) of C(/predict)). Checked at build time.
@@ -166,7 +166,9 @@ attributes:
     support: full
     description: Shows the content hash of the existing and the new image.
   platform:
+    support: full
     platforms: posix
+    description: Runs where the Docker engine and the model file can be reached, normally the controller.
 seealso:
   - module: modelops.serving.model_health
 """
