@@ -74,11 +74,12 @@ class Model:
 class SklearnModel(Model):
     framework = "sklearn"
 
-    def __init__(self, estimator, inputs, outputs):
+    def __init__(self, estimator, inputs, outputs, label_from_proba: bool = False):
         self.estimator = estimator
         super().__init__(inputs, outputs)
         self.platform = "sklearn"
         self._methods: dict[str, Callable] = {}
+        self.label_from_proba = label_from_proba
         self._bind()
 
     def _bind(self):
@@ -92,17 +93,65 @@ class SklearnModel(Model):
                 self._methods[spec.name] = est.predict_proba
             else:
                 raise LoadError(f"sklearn output {spec.name!r} maps to unknown method {kind!r}")
+        self._bind_pair()
 
     def apply_overrides(self, inputs, outputs):
         super().apply_overrides(inputs, outputs)
         self._bind()
 
+    def _bind_pair(self):
+        self._label_name = self._proba_name = None
+        for spec in self.outputs:
+            kind = spec.source or spec.name
+            if kind in ("label", "predict"):
+                self._label_name = spec.name
+            elif kind in ("probabilities", "predict_proba"):
+                self._proba_name = spec.name
+
     def predict(self, feeds, wanted=None):
         x = feeds[self.input_names[0]]
+        names = wanted or self.output_names
         out = {}
-        for name in wanted or self.output_names:
+        if self.label_from_proba and len(names) == 2:
+            # One pass through the estimator instead of two: only enabled when prepare checked
+            # that predict() == classes_[argmax(predict_proba())] for this estimator type and data.
+            if self._label_name in names and self._proba_name in names:
+                proba = np.asarray(self.estimator.predict_proba(x))
+                out[self._proba_name] = proba
+                out[self._label_name] = np.asarray(self.estimator.classes_).take(proba.argmax(axis=1))
+                return out
+        for name in names:
             out[name] = np.asarray(self._methods[name](x))
         return out
+
+
+# Estimators whose predict() is the class of highest predict_proba() by construction.
+ARGMAX_ESTIMATORS = frozenset({
+    "LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
+    "ExtraTreeClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier", "KNeighborsClassifier",
+    "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB", "CategoricalNB", "MLPClassifier",
+    "LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis",
+})
+
+
+def check_label_from_proba(model: "SklearnModel", x: np.ndarray | None) -> tuple[bool, str]:
+    """May the served model derive labels from probabilities (saving one estimator pass)?"""
+    est = model.estimator
+    final = est.steps[-1][1] if getattr(est, "steps", None) else est
+    name = type(final).__name__
+    if name not in ARGMAX_ESTIMATORS:
+        return False, f"{name} is not known to predict the most probable class"
+    if x is None or x.size == 0:
+        return False, "no reference data or sample to check against"
+    if not any((t.source or t.name) in ("probabilities", "predict_proba") for t in model.outputs):
+        return False, "model has no probabilities output"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = np.asarray(est.predict(x))
+        b = np.asarray(est.classes_).take(np.asarray(est.predict_proba(x)).argmax(axis=1))
+    if a.shape != b.shape or not np.array_equal(a, b):
+        return False, f"{name}: predict() differs from the most probable class on the check data"
+    return True, f"{name}: labels taken from predict_proba (identical to predict() on {x.shape[0]} rows)"
 
 
 def _sklearn_from_estimator(est, probe: np.ndarray | None) -> SklearnModel:
@@ -491,7 +540,8 @@ def load_served(model_dir: str | os.PathLike, manifest: dict, threads: int = 1) 
         # Hash checked on the same bytes that get unpickled.
         data = mf.read_verified(model_dir, manifest, entry)
         est = _unpickle_sklearn(data, entry)
-        return SklearnModel(est, inputs, outputs)
+        fast = bool((manifest.get("sklearn") or {}).get("label_from_probabilities"))
+        return SklearnModel(est, inputs, outputs, label_from_proba=fast)
     if framework == "onnx":
         data = mf.read_verified(model_dir, manifest, entry)
         return OnnxModel(_onnx_session(data, entry, threads), inputs, outputs)

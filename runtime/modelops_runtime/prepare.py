@@ -295,26 +295,33 @@ def prepare(source: str | Path, options: dict, out: str | Path, log=None) -> dic
     _copy_source(entry_path, out / original_rel)
 
     served, served_rel, served_framework = model, original_rel, framework
+    sklearn_hints = None
     if framework == "sklearn":
+        rows = []
+        if ref is not None:
+            rows.append(ref[:MAX_CHECK_ROWS].astype(np.float64))
+        if sample:
+            try:
+                rows.append(np.asarray(sample["instances"], dtype=np.float64).reshape(len(sample["instances"]), -1))
+            except (TypeError, ValueError):
+                pass
+        check_x = np.concatenate(rows, axis=0) if rows else None
+        if check_x is not None and check_x.shape[1] != model.inputs[0].shape[1]:
+            raise PrepareError(
+                f"reference/sample rows have {check_x.shape[1]} features, model expects {model.inputs[0].shape[1]}"
+            )
         if opts["convert_to_onnx"]:
-            rows = []
-            if ref is not None:
-                rows.append(ref[:MAX_CHECK_ROWS].astype(np.float64))
-            if sample:
-                try:
-                    rows.append(np.asarray(sample["instances"], dtype=np.float64).reshape(len(sample["instances"]), -1))
-                except (TypeError, ValueError):
-                    pass
-            check_x = np.concatenate(rows, axis=0) if rows else None
-            if check_x is not None and check_x.shape[1] != model.inputs[0].shape[1]:
-                raise PrepareError(
-                    f"reference/sample rows have {check_x.shape[1]} features, model expects {model.inputs[0].shape[1]}"
-                )
             onnx_model, conversion, path = try_convert(model, check_x, out, log)
             if onnx_model is not None:
                 served, served_rel, served_framework = onnx_model, path.relative_to(out).as_posix(), "onnx"
         else:
             conversion = {"attempted": False, "used": False, "reason": "convert_to_onnx is false"}
+        if served_framework == "sklearn":
+            from .loaders import check_label_from_proba
+
+            ok, why = check_label_from_proba(model, check_x)
+            sklearn_hints = {"label_from_probabilities": ok, "reason": why}
+            model.label_from_proba = ok
     else:
         conversion = {"attempted": False, "used": False, "reason": f"only scikit-learn models are converted ({framework} served as is)"}
     log(f"conversion: {conversion['reason']}")
@@ -359,6 +366,8 @@ def prepare(source: str | Path, options: dict, out: str | Path, log=None) -> dic
     }
     if drift_note:
         manifest["drift_note"] = drift_note
+    if sklearn_hints is not None:
+        manifest["sklearn"] = sklearn_hints
     if opts["created_at"] is not None:
         manifest["created_at"] = str(opts["created_at"])
     if opts["description"] is not None:

@@ -128,6 +128,10 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
         except Exception as exc:  # noqa: BLE001 - any failure must be reported, not crash silently
             reason = f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
         else:
+            import gc
+
+            gc.collect()
+            gc.freeze()  # everything loaded so far is long-lived: keep it out of GC passes
             app.set_ready(model, seconds)
             log.info("model_ready", name=app.name, version=app.version, framework=manifest["framework"],
                      load_seconds=round(seconds, 4), warm_up=how, checksums="verified", loop=loop_name)

@@ -231,3 +231,23 @@ def test_verify_cli_detects_tampering(tmp_path, iris, iris_lr):
     bad = run_cli("verify", "--model-dir", str(out))
     assert bad.returncode == 3
     assert "checksum mismatch for original/model.joblib" in json.loads(bad.stdout)["error"]
+
+
+def test_sklearn_single_pass_labels_are_checked(tmp_path, iris, iris_lr):
+    """For estimators that predict the most probable class, labels come from one predict_proba pass."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    X, y = iris
+    out, m = make_model_dir(tmp_path / "lr", iris_lr, X, convert_to_onnx=False)
+    assert m["sklearn"]["label_from_probabilities"] is True
+    model = loaders.load_served(out, m)
+    assert model.label_from_proba
+    res = model.predict({"input": X})
+    assert np.array_equal(res["label"], iris_lr.predict(X))
+    assert np.allclose(res["probabilities"], iris_lr.predict_proba(X))
+    # calibrated probabilities may disagree with the wrapped predict(): never used
+    svc = CalibratedClassifierCV(SVC(), ensemble=False).fit(X, y)
+    _, m2 = make_model_dir(tmp_path / "svc", svc, X, convert_to_onnx=False)
+    assert m2["sklearn"]["label_from_probabilities"] is False
+    assert "not known to predict the most probable class" in m2["sklearn"]["reason"]
