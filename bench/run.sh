@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side HTTP benchmark: modelops runtime vs Seldon MLServer vs a naive FastAPI app.
 # Everything runs on 127.0.0.1; servers pinned to core 0, wrk to core 1.
-# Usage: bench/run.sh [seconds per run, default 10]
+# Usage: bench/run.sh [seconds per run, default 10] [measured runs per server, default 3]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
@@ -19,4 +19,4 @@ fi
 if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq wrk
 fi
-exec "$venv/bin/python" "$here/bench.py" --duration "${1:-10}" --mlserver "$mlvenv/bin/mlserver"
+exec "$venv/bin/python" "$here/bench.py" --duration "${1:-10}" --runs "${2:-3}" --mlserver "$mlvenv/bin/mlserver"

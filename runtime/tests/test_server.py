@@ -387,3 +387,27 @@ def test_drift_psi_rises_for_shifted_inputs(tmp_path, onnx_model_dir, iris):
         assert metric(text, "modelops_drift_window_rows") == 150
     finally:
         srv.stop()
+
+
+def test_idle_and_slow_connections_are_closed(tmp_path, onnx_model_dir):
+    """Keep-alive connections idle past the timeout are closed; a request that never finishes gets 408."""
+    srv = start_server(onnx_model_dir, tmp_path, "--keepalive-timeout", "1", "--request-timeout", "1")
+    try:
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
+        slow = None
+        try:
+            idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            f = idle.makefile("rb")
+            assert read_response(f)[0] == 200
+            assert f.read() == b""  # closed by the server after ~1-2 s idle (socket timeout 15 s)
+            slow = socket.create_connection(("127.0.0.1", srv.port), timeout=15)
+            slow.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
+            status, headers, body = read_response(slow.makefile("rb"))
+            assert status == 408 and "not received within" in json.loads(body)["error"]
+        finally:
+            idle.close()
+            if slow is not None:
+                slow.close()
+        assert srv.infer(ROWS)[0] == 200
+    finally:
+        assert srv.stop() == 0
