@@ -46,6 +46,16 @@ def _verify(args) -> int:
     return 0
 
 
+def _requirements(args) -> int:
+    from .deps import requirement_files, requirement_lines
+
+    if args.files:
+        print("\n".join(str(p) for p in requirement_files(args.framework, args.stage)))
+    else:
+        print("\n".join(requirement_lines(args.framework, args.stage)))
+    return 0
+
+
 def _serve(args) -> int:
     from .supervisor import run
 
@@ -73,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
             kw["const"] = "true"
         ps.add_argument(opt.flag, **kw)
     ps.set_defaults(func=_serve)
+
+    pr = sub.add_parser("requirements", help="print the pinned requirements a model image needs")
+    pr.add_argument("--framework", required=True, choices=["sklearn", "onnx", "keras", "tensorflow", "torchscript"])
+    pr.add_argument("--stage", default="serve", choices=["serve", "build"], help="build = also what prepare needs")
+    pr.add_argument("--files", action="store_true", help="print the requirement file paths instead of their lines")
+    pr.set_defaults(func=_requirements)
 
     pv = sub.add_parser("verify", help="check the model directory's checksums against its manifest")
     pv.add_argument("--model-dir", default="/model")

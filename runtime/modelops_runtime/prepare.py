@@ -68,11 +68,11 @@ def normalise_options(opts: dict, warn=None) -> dict:
         if key not in opts or opts[key] in (None, ""):
             raise PrepareError(f"options: {key!r} is required")
     name = str(opts["name"])
-    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+    if not name or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name) or name.startswith("."):
         raise PrepareError(f"options: name {name!r} may only contain letters, digits, '-', '_' and '.'")
     version = str(opts["version"])
-    if "/" in version or not version.strip():
-        raise PrepareError(f"options: version {version!r} must be a non-empty string without '/'")
+    if not version or not all(c.isascii() and (c.isalnum() or c in "-_.+") for c in version):
+        raise PrepareError(f"options: version {version!r} may only contain ASCII letters, digits, '-', '_', '.' and '+'")
     if opts["framework"] not in mf.FRAMEWORKS:
         raise PrepareError(f"options: framework {opts['framework']!r} is not one of {list(mf.FRAMEWORKS)}")
     runtime = dict(opts.get("runtime") or {})

@@ -121,8 +121,25 @@ def test_decoder_bytes_and_int_rules():
 def test_non_finite_allowed_when_configured():
     spec = TensorSpec("x", "FP64", [-1, 1])
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1e39]}]}).encode()
-    with pytest.raises(RequestError, match="NaN or infinite"):
+    with pytest.raises(RequestError, match="NaN or infinite"), np.errstate(over="ignore"):
         Decoder(_M([spec])).decode_infer(body, None)
     with np.errstate(over="ignore"):
         _, feeds, _, _ = Decoder(_M([spec]), allow_non_finite=True).decode_infer(body, None)
     assert np.isinf(feeds["x"][0, 0])
+
+
+def test_requirement_files_are_pinned_and_packaged():
+    from modelops_runtime.deps import REQ_DIR, requirement_files, requirement_lines
+
+    names = {p.name for p in REQ_DIR.glob("*.txt")}
+    assert {"base.txt", "sklearn.txt", "onnx.txt", "keras.txt", "tensorflow.txt", "torchscript.txt", "convert.txt"} <= names
+    for p in REQ_DIR.glob("*.txt"):
+        for line in p.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                assert "==" in line, f"{p.name}: {line} is not pinned"
+    assert "torch==2.13.0" in requirement_lines("torchscript")
+    build = requirement_lines("sklearn", "build")
+    assert any(x.startswith("skl2onnx==") for x in build) and any(x.startswith("onnxruntime==") for x in build)
+    assert not any(x.startswith("skl2onnx==") for x in requirement_lines("sklearn"))
+    assert requirement_files("onnx")[0].name == "base.txt"
