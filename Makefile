@@ -39,6 +39,15 @@ $(COLL_LINK):
 .PHONY: venv
 venv: $(VENV)/.stamp $(COLL_LINK) ## Create the controller venv (pinned Ansible, molecule, linters)
 
+RT_VENV := $(ROOT)/.venv-runtime
+$(RT_VENV)/.stamp: runtime/requirements-dev.txt $(wildcard runtime/modelops_runtime/requirements/*.txt)
+	[ -x $(RT_VENV)/bin/pip ] || python3 -m venv $(RT_VENV)
+	$(RT_VENV)/bin/pip install -q -r runtime/requirements-dev.txt
+	touch $@
+
+.PHONY: runtime-venv
+runtime-venv: $(RT_VENV)/.stamp ## Create the serving runtime's test venv
+
 .PHONY: engine
 engine: ## Make sure a Docker engine answers (installs docker.io and starts it if needed)
 	bash scripts/host-engine.sh
@@ -55,8 +64,12 @@ lab: venv images ## Start the lab fleet from $(INVENTORY)
 lab-down: ## Remove every container, network and volume the lab made, nothing else
 	@if [ -x $(PY) ]; then $(PY) lab/lab.py down --inventory $(INVENTORY); else python3 lab/lab.py down --inventory $(INVENTORY); fi
 
+DEMO_DIR := $(ROOT)/.cache/demo
+$(DEMO_DIR)/iris-v1/iris.joblib: lab/demo/train_iris.py | venv
+	$(PY) lab/demo/train_iris.py $(DEMO_DIR)/iris-v1
+
 .PHONY: demo
-demo: lab ## Converge the lab fleet with playbooks/site.yml
+demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge the lab fleet with playbooks/site.yml
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 # ---------------------------------------------------------------- quality gates
@@ -74,6 +87,14 @@ sanity: venv ## ansible-test sanity for the collection's plugins
 unit: venv ## Unit tests of the collection's Python code
 	$(PY) -m pytest -q tests/unit
 
+.PHONY: runtime-test
+runtime-test: runtime-venv ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
+	cd runtime && $(RT_VENV)/bin/python -m pytest -q -m "not heavy"
+
+.PHONY: package-test
+package-test: venv images ## model_package end to end: real images, V2 clients
+	$(PY) -m pytest -q tests/integration/test_model_package.py
+
 .PHONY: molecule
 molecule: venv images ## Molecule for every role (Debian 12 and 13 systemd hosts)
 	@set -e; for role in $(MOLECULE_ROLES); do \
@@ -82,11 +103,11 @@ molecule: venv images ## Molecule for every role (Debian 12 and 13 systemd hosts
 	done
 
 .PHONY: integration
-integration: lab ## The lab fleet converged twice: the second run must change nothing
+integration: lab $(DEMO_DIR)/iris-v1/iris.joblib ## The lab fleet converged twice: the second run must change nothing
 	bash tests/integration/site_idempotence.sh $(INVENTORY)
 
 .PHONY: test
-test: lint sanity unit molecule integration ## Everything CI runs
+test: lint sanity unit runtime-test package-test molecule integration ## Everything CI runs
 
 .PHONY: build
 build: venv ## Build the collection tarball

@@ -668,10 +668,20 @@ def package(params, client, check_mode=False, tmp_root=None, log=None):
         existing_hash = existing.labels.get(CONTENT_HASH_LABEL) if existing else None
         result["diff"] = {"before": {"image": ref, "content_hash": existing_hash},
                           "after": {"image": ref, "content_hash": facts["content_hash"]}}
+        same_model = bool(existing) and existing.labels.get(LABEL_PREFIX + "model.sha256") == labels[LABEL_PREFIX + "model.sha256"]
         if existing and existing_hash != facts["content_hash"] and not params.get("force"):
-            raise PackagingError(
-                "%s already exists with different content (content hash %s, new %s); a released version is never "
-                "overwritten: bump version, or set force=true" % (ref, (existing_hash or "none")[:12], facts["content_hash"][:12]))
+            if not same_model:
+                raise PackagingError(
+                    "%s already exists with a different model (content hash %s, new %s); a released version is never "
+                    "overwritten: bump version, or set force=true" % (ref, (existing_hash or "none")[:12], facts["content_hash"][:12]))
+            if not params.get("rebuild"):
+                # Same model files, other build inputs (a newer runtime, options, base image): keep the released
+                # image unless asked, so a collection upgrade never changes what a version tag serves.
+                result["warnings"] = ["%s was built from the same model files with other build inputs (runtime %s, now %s); "
+                                      "kept as it is: set rebuild=true to rebuild it"
+                                      % (ref, existing.labels.get(LABEL_PREFIX + "runtime.version", "?"), runtime_ver)]
+                existing_hash = facts["content_hash"] = existing.labels.get(CONTENT_HASH_LABEL)
+                result["content_hash"] = existing_hash
         if existing and existing_hash == facts["content_hash"]:
             image_id = existing.id
         elif check_mode:

@@ -112,7 +112,14 @@ options:
     description: Also write a C(docker save) tarball here, for air-gapped hosts (rewritten only when the image changed).
     type: path
   force:
-    description: Replace an existing image of the same name and version even if its content differs.
+    description: Replace an existing image of the same name and version even if its model files differ.
+    type: bool
+    default: false
+  rebuild:
+    description:
+      - Rebuild an existing image whose model files are the same but whose other build inputs changed (a newer
+        serving runtime, other options or base image). Without it such an image is kept as it is, with a warning,
+        so that upgrading the collection never changes what a released version serves.
     type: bool
     default: false
   wheelhouse:
@@ -285,6 +292,7 @@ def main():
             registry_password=dict(type="str", no_log=True),
             archive_path=dict(type="path"),
             force=dict(type="bool", default=False),
+            rebuild=dict(type="bool", default=False),
             wheelhouse=dict(type="path", required=True),
             wheelhouse_fill=dict(type="bool", default=False),
             index_url=dict(type="str"),
@@ -326,6 +334,8 @@ def main():
         result = package(params, client, check_mode=module.check_mode, log=module.debug)
     except PackagingError as exc:
         module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     diff = result.pop("diff", None)
     if module._diff and diff:
         result["diff"] = diff

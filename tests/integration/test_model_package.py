@@ -224,7 +224,7 @@ def test_released_version_is_never_overwritten(client, tmp_path, sklearn_files, 
     other = tmp_path / "other.joblib"
     joblib.dump(DecisionTreeClassifier(max_depth=2, random_state=1).fit(x, y), other)
     res = run_module(tmp_path, base_args(dict(sklearn_files, model=str(other)), "iris", "1", sample=None, expected=None))
-    assert res.get("failed") and "already exists with different content" in res["msg"], res.get("msg")
+    assert res.get("failed") and "already exists with a different model" in res["msg"], res.get("msg")
     assert client.images.get("%s/iris:1" % PREFIX).id == first["image_id"]
 
 
