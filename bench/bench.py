@@ -183,21 +183,12 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(url: str, body: str, duration: int, cpu: str, runs: int) -> dict:
-    """Warm-up, then ``runs`` measured runs; returns the run with the median req/s (and all req/s)."""
+def wrk(url: str, body: str, duration: int, cpu: str = "1") -> dict:
     lua = WORK / "req.lua"
     lua.write_text(LUA.format(body=body))
-    base = ["taskset", "-c", cpu, "wrk", "-t1", "-c16", "--latency", "--timeout", "5s", "-s", str(lua)]
-    subprocess.run(base + ["-d3s", url], check=True, capture_output=True, text=True, timeout=60)  # warm-up
-    results = []
-    for _ in range(runs):
-        out = subprocess.run(base + [f"-d{duration}s", url], check=True, capture_output=True, text=True,
-                             timeout=duration + 60).stdout
-        results.append(parse_wrk(out))
-    results.sort(key=lambda r: r["rps"])
-    med = dict(results[len(results) // 2])
-    med["all_rps"] = [round(r["rps"]) for r in results]
-    return med
+    cmd = ["taskset", "-c", cpu, "wrk", "-t1", "-c16", "--latency", "--timeout", "5s", "-s", str(lua),
+           f"-d{duration}s", url]
+    return parse_wrk(subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 60).stdout)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -213,22 +204,32 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def bench_one(label: str, cmd: list[str], cwd: Path, ready_url: str, ready_body, url: str, body: str,
-              duration: int, server_cpus: str = "0", env_extra: dict | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(RUNTIME), **(env_extra or {}))
-    log = open(WORK / f"{re.sub(r'[^a-z0-9]+', '-', label.lower())}.log", "wb")
-    proc = subprocess.Popen(["taskset", "-c", server_cpus, *cmd], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        wait_http(ready_url, ready_body, proc=proc)
-        res = run_wrk(url, body, duration, "1", RUNS)
-    finally:
-        stop(proc)
-        log.close()
-    res["label"] = label
-    print(f"{label:60s} {res['rps']:9.0f} req/s (runs {res['all_rps']})  p50 {res['p50']:6.2f} ms"
-          f"  p99 {res['p99']:6.2f} ms  non-2xx {res['non2xx']}", flush=True)
-    return res
+class Target:
+    """One server under test: started once, measured in several interleaved rounds."""
+
+    def __init__(self, key, label, cmd, cwd, ready_url, url, body, cpus="0"):
+        self.key, self.label, self.cmd, self.cwd = key, label, cmd, cwd
+        self.ready_url, self.url, self.body, self.cpus = ready_url, url, body, cpus
+        self.runs: list[dict] = []
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, PYTHONPATH=str(RUNTIME))
+        self.log = open(WORK / f"{self.key}.log", "wb")
+        self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.cmd], cwd=self.cwd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self):
+        if self.proc is not None:
+            stop(self.proc)
+            self.log.close()
+
+    def result(self) -> dict:
+        runs = sorted(self.runs, key=lambda r: r["rps"])
+        med = dict(runs[len(runs) // 2])
+        med["all_rps"] = [round(r["rps"]) for r in self.runs]
+        med["label"] = self.label
+        return med
 
 
 def main() -> int:
@@ -245,45 +246,62 @@ def main() -> int:
         return 2
     load_before = os.getloadavg()
     train_and_prepare()
-    results = []
 
-    def ours(label, model_dir, workers=1, cpus="0", path="/v2/models/iris/infer", body=V2_BODY):
+    targets: list[Target] = []
+
+    def ours(key, label, model_dir, workers=1, cpus="0", path="/v2/models/iris/infer", body=V2_BODY):
         port = free_port()
         cmd = [PY, "-m", "modelops_runtime", "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                "--port", str(port), "--workers", str(workers)]
-        return bench_one(label, cmd, ROOT, f"http://127.0.0.1:{port}/v2/health/ready", None,
-                         f"http://127.0.0.1:{port}{path}", body, d, cpus)
+        targets.append(Target(key, label, cmd, ROOT, f"http://127.0.0.1:{port}/v2/health/ready",
+                              f"http://127.0.0.1:{port}{path}", body, cpus))
 
-    def mlserver(label, parallel_workers):
+    def mlserver(key, label, parallel_workers):
         port, grpc, mport = free_port(), free_port(), free_port()
-        repo = WORK / "mlserver"
+        repo = WORK / key
+        shutil.copytree(WORK / "mlserver", repo)
         (repo / "settings.json").write_text(json.dumps(
             {"http_port": port, "grpc_port": grpc, "metrics_port": mport, "parallel_workers": parallel_workers,
              "host": "127.0.0.1", "debug": False}))
-        cmd = [args.mlserver, "start", "."]
-        return bench_one(label, cmd, repo, f"http://127.0.0.1:{port}/v2/models/iris/ready", None,
-                         f"http://127.0.0.1:{port}/v2/models/iris/infer", V2_BODY, d)
+        targets.append(Target(key, label, [args.mlserver, "start", "."], repo,
+                              f"http://127.0.0.1:{port}/v2/models/iris/ready",
+                              f"http://127.0.0.1:{port}/v2/models/iris/infer", V2_BODY))
 
-    def naive(label):
+    def uvicorn_app(key, label, app, path, body):
         port = free_port()
-        cmd = [PY, "-m", "uvicorn", "naive_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        return bench_one(label, cmd, WORK / "naive", f"http://127.0.0.1:{port}/health", None,
-                         f"http://127.0.0.1:{port}/predict", PREDICT_BODY, d)
+        cmd = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        targets.append(Target(key, label, cmd, WORK / "naive", f"http://127.0.0.1:{port}/health",
+                              f"http://127.0.0.1:{port}{path}", body))
 
-    results.append(("mlserver-default", mlserver("MLServer 1.7.1 sklearn (default: 1 inference worker)", 1)))
-    results.append(("mlserver-inproc", mlserver("MLServer 1.7.1 sklearn (parallel_workers=0)", 0)))
-    results.append(("naive", naive("naive FastAPI + uvicorn, sklearn, /predict")))
-    port = free_port()
-    results.append(("bare-asgi", bench_one(
-        "reference: bare ASGI app + onnxruntime on uvicorn (no validation)",
-        [PY, "-m", "uvicorn", "bare_asgi:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        WORK / "naive", f"http://127.0.0.1:{port}/health", None, f"http://127.0.0.1:{port}/infer", V2_BODY, d)))
-    results.append(("ours-onnx", ours("modelops runtime, ONNX (converted), V2 infer", WORK / "model-onnx")))
-    results.append(("ours-onnx-predict", ours("modelops runtime, ONNX (converted), /predict", WORK / "model-onnx",
-                                              path="/predict", body=PREDICT_BODY)))
-    results.append(("ours-sklearn", ours("modelops runtime, sklearn only, V2 infer", WORK / "model-sklearn")))
-    results.append(("ours-onnx-2w", ours("modelops runtime, ONNX, 2 workers on cores 0-1 (wrk shares core 1)",
-                                         WORK / "model-onnx", workers=2, cpus="0,1")))
+    mlserver("mlserver-default", "MLServer 1.7.1 sklearn (default: 1 inference worker)", 1)
+    mlserver("mlserver-inproc", "MLServer 1.7.1 sklearn (parallel_workers=0)", 0)
+    uvicorn_app("naive", "naive FastAPI + uvicorn, sklearn, /predict", "naive_app:app", "/predict", PREDICT_BODY)
+    uvicorn_app("bare-asgi", "reference: bare ASGI app + onnxruntime on uvicorn (no validation)", "bare_asgi:app",
+                "/infer", V2_BODY)
+    ours("ours-onnx", "modelops runtime, ONNX (converted), V2 infer", WORK / "model-onnx")
+    ours("ours-onnx-predict", "modelops runtime, ONNX (converted), /predict", WORK / "model-onnx",
+         path="/predict", body=PREDICT_BODY)
+    ours("ours-sklearn", "modelops runtime, sklearn only, V2 infer", WORK / "model-sklearn")
+    ours("ours-onnx-2w", "modelops runtime, ONNX, 2 workers on cores 0-1 (wrk shares core 1)", WORK / "model-onnx",
+         workers=2, cpus="0,1")
+
+    try:
+        for t in targets:  # all up at once (idle servers cost nothing); rounds interleave the measurements
+            t.start()
+        for t in targets:
+            wait_http(t.ready_url, None, proc=t.proc)
+        for t in targets:
+            wrk(t.url, t.body, 3)  # warm-up
+        for rnd in range(RUNS):
+            for t in targets:
+                r = wrk(t.url, t.body, d)
+                t.runs.append(r)
+                print(f"round {rnd + 1}: {t.label:62s} {r['rps']:9.0f} req/s  p50 {r['p50']:6.2f} ms"
+                      f"  p99 {r['p99']:6.2f} ms  non-2xx {r['non2xx']}", flush=True)
+    finally:
+        for t in targets:
+            t.stop()
+    results = [(t.key, t.result()) for t in targets]
     load_after = os.getloadavg()
 
     ml_best = max(r["rps"] for k, r in results if k.startswith("mlserver"))
@@ -314,8 +332,9 @@ def main() -> int:
         f"- numpy {numpy.__version__}, scikit-learn {sklearn.__version__}, onnxruntime {onnxruntime.__version__}",
         f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (the machine is shared; other jobs add noise)",
         f"- method: each server pinned with `taskset -c 0` (2-worker run: `-c 0,1`), wrk 4.1 pinned with `taskset -c 1`,"
-        f" 1 thread, 16 keep-alive connections, 3 s warm-up then {RUNS} measured runs of {d} s each; the table shows"
-        " the median run (its p50/p99 too); all on 127.0.0.1",
+        f" 1 thread, 16 keep-alive connections; all servers start together, each gets a 3 s warm-up, then {RUNS}"
+        f" rounds in which every server is measured for {d} s in turn (so background noise hits all of them alike);"
+        " the table shows each server's median run (its p50/p99 too); all on 127.0.0.1",
         "- request: one iris row; V2 infer body "
         "`{\"inputs\":[{\"name\":\"input\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[...]}]}` (all outputs returned),"
         " /predict body `{\"instances\":[[...]]}`",

@@ -210,9 +210,7 @@ class App:
         if method not in methods:
             allow = ", ".join(methods).encode()
             return ep, 405, error_body(f"method {method} not allowed here; use {' or '.join(methods)}"), JSON, b"Allow: " + allow + b"\r\n"
-        if method != "POST" and body:
-            pass  # a GET with a body is tolerated; the body is ignored
-        return (ep,) + handler(conn, body)
+        return (ep,) + handler(conn, body)  # a GET with a body is tolerated; the body is ignored
 
     def not_found(self, path: str) -> tuple[int, str]:
         parts = path.strip("/").split("/")
@@ -458,8 +456,6 @@ class HttpConnection(asyncio.Protocol):
         except Exception as exc:  # a bug must not take the worker down
             app.log.limited("error", "handler_error", error=f"{type(exc).__name__}: {exc}")
             ep, status, out, ctype, extra = EP_OTHER, 500, error_body(f"internal error: {type(exc).__name__}"), JSON, b""
-        if not keep_alive and parser.get_http_version() == "1.0":
-            keep_alive = False
         self.send(ep, status, out, ctype, extra, keep_alive, method == "HEAD")
 
     def _decode_body(self, enc: bytes, body: bytes) -> bytes:
@@ -507,7 +503,8 @@ class HttpConnection(asyncio.Protocol):
         elapsed = time.perf_counter() - self.t0
         app.metrics.request(ep, status, elapsed)
         self.last_active = time.monotonic()
-        if status >= 400:
+        if status >= 400 and not (status == 503 and ep in (EP_READY, EP_MREADY)):
+            # (a not-ready answer to a readiness probe is expected, not an error)
             msg = body[:300].decode("utf-8", "replace") if not head else ""
             app.log.limited(
                 "error" if status >= 500 else "warning", "request_error",
@@ -535,7 +532,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.write_eof()
         except (OSError, RuntimeError):
             pass
-        asyncio.get_event_loop().call_later(1.0, self.transport.close)
+        asyncio.get_running_loop().call_later(1.0, self.transport.close)
 
     def close(self):
         if not self.closing:
