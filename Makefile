@@ -68,6 +68,10 @@ DEMO_DIR := $(ROOT)/.cache/demo
 $(DEMO_DIR)/iris-v1/iris.joblib: lab/demo/train_iris.py | venv
 	$(PY) lab/demo/train_iris.py $(DEMO_DIR)/iris-v1
 
+.PHONY: demo-image
+demo-image: venv images $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model (image + archive) on the controller
+	ansible-playbook -i $(INVENTORY) playbooks/site.yml --tags package
+
 .PHONY: demo
 demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge the lab fleet with playbooks/site.yml
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
@@ -96,7 +100,7 @@ package-test: venv images ## model_package end to end: real images, V2 clients
 	$(PY) -m pytest -q tests/integration/test_model_package.py
 
 .PHONY: molecule
-molecule: venv images ## Molecule for every role (Debian 12 and 13 systemd hosts)
+molecule: venv images demo-image ## Molecule for every role (Debian 12 and 13 systemd hosts)
 	@set -e; for role in $(MOLECULE_ROLES); do \
 	  echo "==> molecule test: $$role"; \
 	  (cd roles/$$role && molecule test); \
