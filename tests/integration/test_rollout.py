@@ -61,7 +61,7 @@ def lab_secret(name):
 
 @pytest.fixture(scope="module")
 def ca_file():
-    path = os.path.join(INVENTORY, "pki", "ca.crt")
+    path = os.path.join(ROOT, "lab", ".state", "pki", "ca.crt")
     assert os.path.exists(path), "the lab's CA is missing: run `make demo` first"
     return path
 
