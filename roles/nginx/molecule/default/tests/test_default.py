@@ -1,0 +1,343 @@
+"""Verify the nginx role for real, each host acting as the other's client.
+
+debian12 (GW) is a model gateway in front of a real HTTP service on
+127.0.0.1:8601; debian13 (LB) is the load-balancer tier in front of GW.
+Requests go over the molecule network only; every loop is bounded.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+GW, LB = "modelops-mol-debian12", "modelops-mol-debian13"
+CA = "/etc/modelops/pki/ca.crt"
+KEYS = {
+    "team-a": "molecule-team-a-key-0123456789abcdef",
+    "team-b": "molecule-team-b-key-0123456789abcdef",
+    "burst": "molecule-burst-key-0123456789abcdef0",
+}
+
+
+@pytest.fixture(scope="module")
+def gw():
+    return testinfra.get_host(f"ansible://{GW}", ansible_inventory=INVENTORY)
+
+
+@pytest.fixture(scope="module")
+def lb():
+    return testinfra.get_host(f"ansible://{LB}", ansible_inventory=INVENTORY)
+
+
+def curl(client, url, *args, key=None):
+    """Run curl on `client`; return (status, headers dict, body text)."""
+    cmd = ["curl", "-sS", "--max-time", "10", "--cacert", CA, "-D", "/dev/stderr", "-o", "/dev/stdout"]
+    if key:
+        cmd += ["-H", f"Authorization: Bearer {key}"]
+    res = client.run(" ".join(map(_q, cmd + list(args) + [url])))
+    assert res.rc == 0, res.stderr
+    lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+    status = int(lines[0].split()[1])
+    headers = {}
+    for ln in lines[1:]:
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            headers.setdefault(k.strip().lower(), []).append(v.strip())
+    return status, headers, res.stdout
+
+
+def _q(s):
+    return "'" + str(s).replace("'", "'\\''") + "'"
+
+
+def json_error(body):
+    doc = json.loads(body)
+    assert isinstance(doc.get("error"), str) and doc["error"]
+    return doc
+
+
+# ------------------------------------------------------------------ TLS
+def test_certificate_chain_verifies_against_our_ca(lb):
+    out = lb.run(f"openssl s_client -connect {GW}:443 -servername {GW} -CAfile {CA} "
+                 f"-verify_return_error -verify_hostname {GW} </dev/null")
+    assert out.rc == 0, out.stderr
+    assert "Verify return code: 0 (ok)" in out.stdout
+    # The same handshake against an unrelated CA must fail: verification is real.
+    bad = lb.run(f"openssl s_client -connect {GW}:443 -servername {GW} -CAfile /root/rogue.crt "
+                 f"-verify_return_error </dev/null")
+    assert bad.rc != 0
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_old_tls_versions_are_refused_by_the_server(lb, flag):
+    # SECLEVEL=0 lets the client offer the old version; the server must say no.
+    out = lb.run(f"openssl s_client -connect {GW}:443 {flag} -cipher 'DEFAULT:@SECLEVEL=0' </dev/null")
+    assert out.rc != 0
+    assert "alert protocol version" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("flag,proto", [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
+def test_tls12_and_tls13_are_accepted(lb, flag, proto):
+    out = lb.run(f"openssl s_client -connect {GW}:443 -servername {GW} {flag} -CAfile {CA} </dev/null")
+    assert out.rc == 0, out.stderr
+    assert f"Protocol  : {proto}" in out.stdout or f"New, {proto}" in out.stdout
+
+
+def test_protocol_scan_shows_only_tls12_and_tls13(lb):
+    out = lb.check_output(f"nmap -Pn -n -p 443 --script ssl-enum-ciphers --host-timeout 60s {GW}")
+    # (nmap does not enumerate TLS 1.3; the openssl test above covers it.)
+    assert "TLSv1.2:" in out
+    assert "TLSv1.0:" not in out and "TLSv1.1:" not in out
+    assert "SSLv3" not in out
+    # Forward secret AEAD suites only.
+    assert "_CBC_" not in out and "RSA_WITH" not in out
+
+
+def test_session_tickets_are_off(gw):
+    conf = gw.file("/etc/nginx/modelops/gateway.conf").content_string
+    assert "ssl_session_tickets off;" in conf
+    assert "ssl_stapling" not in conf  # internal CA: no OCSP responder
+
+
+# ------------------------------------------------------------------ API keys
+def test_missing_key_gets_401_json(lb):
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/ready")
+    assert status == 401
+    assert headers["www-authenticate"] == ['Bearer realm="modelops"']
+    assert headers["content-type"] == ["application/json"]
+    assert "missing" in json_error(body)["error"]
+
+
+def test_wrong_key_gets_401_json(lb):
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/ready", key="x" * 40)
+    assert status == 401
+    assert "www-authenticate" in headers
+    assert "invalid" in json_error(body)["error"]
+
+
+def test_key_case_matters(lb):
+    status, _, _ = curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"].upper())
+    assert status == 401
+
+
+def test_valid_key_reaches_the_real_upstream(lb):
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/infer", "-X", "POST",
+                                 "-H", "Content-Type: application/json", "-d", '{"inputs":[]}', key=KEYS["team-a"])
+    assert status == 200
+    echo = json.loads(body)
+    assert echo["port"] == 8601 and echo["method"] == "POST"
+    assert echo["path"] == "/v2/models/echo/infer"
+    assert echo["body_length"] == len('{"inputs":[]}')
+    # The key stays at the gateway; the upstream learns the key's name only.
+    assert "authorization" not in echo["headers"]
+    assert echo["headers"]["x-modelops-client"] == "team-a"
+    assert echo["headers"]["x-forwarded-proto"] == "https"
+    assert headers["strict-transport-security"] == ["max-age=63072000"]
+
+
+def test_request_id_is_generated_kept_and_returned_once(lb):
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"])
+    assert status == 200
+    generated = headers["x-request-id"]
+    assert len(generated) == 1 and len(generated[0]) == 32  # nginx's $request_id
+    assert json.loads(body)["headers"]["x-request-id"] == generated[0]
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/ready", "-H", "X-Request-ID: client-abc.42",
+                                 key=KEYS["team-a"])
+    assert headers["x-request-id"] == ["client-abc.42"]
+    assert json.loads(body)["headers"]["x-request-id"] == "client-abc.42"
+    # An unsafe client id is replaced, not passed on.
+    status, headers, body = curl(lb, f"https://{GW}/v2/models/echo/ready", "-H", 'X-Request-ID: a"b',
+                                 key=KEYS["team-a"])
+    assert len(headers["x-request-id"][0]) == 32
+
+
+@pytest.mark.parametrize("path,upstream_path", [
+    ("/models/echo/v2/health/ready", "/v2/health/ready"),
+    ("/models/echo/v2/models/echo", "/v2/models/echo"),
+    ("/models/echo/predict", "/predict"),
+    ("/v2/models/echo", "/v2/models/echo"),
+    ("/v2/models/echo/versions/1/ready", "/v2/models/echo/versions/1/ready"),
+])
+def test_routes_map_to_the_replica(lb, path, upstream_path):
+    status, _, body = curl(lb, f"https://{GW}{path}", key=KEYS["team-a"])
+    assert status == 200
+    assert json.loads(body)["path"] == upstream_path
+
+
+def test_gateway_health_needs_no_key(lb):
+    assert curl(lb, f"https://{GW}/v2/health/live")[2] == '{"live":true}'
+    assert curl(lb, f"https://{GW}/v2/health/ready")[2] == '{"ready":true}'
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics", "/models/echo/metrics", "/v2/models/unknown/ready", "/v2/models/echoes"])
+def test_unknown_routes_get_404_json(lb, path):
+    status, _, body = curl(lb, f"https://{GW}{path}", key=KEYS["team-a"])
+    assert status == 404
+    json_error(body)
+
+
+def test_per_model_key_list(lb):
+    status, _, body = curl(lb, f"https://{GW}/v2/models/private/ready", key=KEYS["team-a"])
+    assert status == 403
+    assert "private" in json_error(body)["error"]
+    assert curl(lb, f"https://{GW}/v2/models/private/ready", key=KEYS["team-b"])[0] == 200
+
+
+def test_oversized_body_gets_413_json(lb):
+    lb.check_output("head -c 1100000 /dev/zero > /tmp/big.bin")
+    status, _, body = curl(lb, f"https://{GW}/v2/models/echo/infer", "--data-binary", "@/tmp/big.bin",
+                           key=KEYS["team-a"])
+    assert status == 413
+    json_error(body)
+    lb.check_output("head -c 900000 /dev/zero > /tmp/ok.bin")
+    status, _, body = curl(lb, f"https://{GW}/v2/models/echo/infer", "--data-binary", "@/tmp/ok.bin",
+                           key=KEYS["team-a"])
+    assert status == 200 and json.loads(body)["body_length"] == 900000
+
+
+def test_rate_limit_gives_429_json_per_key(lb):
+    # 40 requests at once (multiplexed on one HTTP/2 connection) for one key:
+    # 20 r/s with a burst of 20 lets about 21 through and refuses the rest.
+    lb.check_output("sleep 2")  # let the bucket refill after earlier tests
+    url = f"https://{GW}/v2/models/echo/ready"
+    out = lb.check_output(
+        f"curl -s --parallel --parallel-immediate --parallel-max 40 --max-time 20 -w '\\n%{{http_code}}\\n' "
+        f"--cacert {CA} -H 'Authorization: Bearer {KEYS['burst']}' " + " ".join([url] * 40))
+    codes = [ln for ln in out.splitlines() if ln in ("200", "429")]
+    assert len(codes) == 40
+    assert 15 <= codes.count("200") <= 32 and codes.count("429") >= 5, codes
+    # Every refusal carries the JSON error body.
+    assert out.count('{"error":"rate limit exceeded"') == codes.count("429")
+    # Other keys are not affected.
+    assert curl(lb, url, key=KEYS["team-b"])[0] == 200
+
+
+def test_failed_replica_is_retried_on_the_other(lb):
+    # 8602 has no listener; POSTs are retried there only because they were never sent.
+    for _ in range(6):
+        status, _, body = curl(lb, f"https://{GW}/v2/models/echo/infer", "-X", "POST", "-d", "{}",
+                               key=KEYS["team-a"])
+        assert status == 200 and json.loads(body)["port"] == 8601
+
+
+# ------------------------------------------------------------------ mTLS
+def test_client_certificate_signed_by_our_ca_is_accepted(lb):
+    status, _, body = curl(lb, f"https://{GW}/v2/models/echo/ready",
+                           "--cert", "/root/verify-client.crt", "--key", "/root/verify-client.key")
+    assert status == 200
+    assert json.loads(body)["headers"]["x-modelops-client"] == "cert:verify-client"
+
+
+def test_client_certificate_from_another_ca_is_refused(lb):
+    status, _, body = curl(lb, f"https://{GW}/v2/models/echo/ready", "--cert", "/root/rogue.crt",
+                           "--key", "/root/rogue.key")
+    assert status == 401
+    assert "certificate" in json_error(body)["error"]
+
+
+def test_no_certificate_and_no_key_is_refused(lb):
+    assert curl(lb, f"https://{GW}/v2/models/echo/ready")[0] == 401
+
+
+# ------------------------------------------------------------------ HTTP, status
+def test_http_redirects_to_https_on_the_gateway(lb):
+    out = lb.check_output(f"curl -s -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{GW}/v2/health/live?x=1")
+    assert out == f"301 https://{GW}/v2/health/live?x=1"
+
+
+def test_http_is_closed_on_the_lb(gw):
+    res = gw.run(f"curl -s --max-time 5 http://{LB}/")
+    assert res.rc == 7  # connection refused: nothing listens on 80
+
+
+def test_stub_status_from_a_monitoring_host(lb, gw):
+    # debian13 is in nginx_monitoring_cidrs.
+    out = lb.check_output(f"curl -s --max-time 5 http://{GW}:8081/stub_status")
+    assert out.startswith("Active connections:")
+    assert gw.check_output("curl -s --max-time 5 http://127.0.0.1:8081/stub_status").startswith("Active connections:")
+
+
+def test_stub_status_from_elsewhere_is_403(gw):
+    res = gw.check_output(f"curl -s --max-time 5 -w ' %{{http_code}}' http://{LB}:8081/stub_status")
+    body, code = res.rsplit(" ", 1)
+    assert code == "403"
+    json_error(body)
+
+
+# ------------------------------------------------------------------ LB tier
+def test_lb_reencrypts_to_the_gateway_with_its_certificate(gw):
+    status, headers, body = curl(gw, f"https://{LB}/v2/models/echo/infer", "-X", "POST", "-d", "{}",
+                                 "-H", "X-Request-ID: through-the-lb-1", key=KEYS["team-a"])
+    assert status == 200
+    echo = json.loads(body)
+    # LB -> GW over TLS, proven with the LB's host certificate (mTLS at GW).
+    assert echo["headers"]["x-modelops-client"] == f"cert:{LB}"
+    assert echo["headers"]["x-request-id"] == "through-the-lb-1"
+    assert headers["x-request-id"] == ["through-the-lb-1"]
+    assert headers["strict-transport-security"] == ["max-age=63072000"]
+    # Paths pass unchanged at the LB tier; the gateway maps them.
+    assert json.loads(curl(gw, f"https://{LB}/models/echo/predict", key=KEYS["team-a"])[2])["path"] == "/predict"
+    assert curl(gw, f"https://{LB}/v2/models/echo/ready")[0] == 401
+
+
+def test_lb_checks_the_gateway_certificate(lb):
+    conf = lb.file("/etc/nginx/modelops/gateway.conf").content_string
+    assert "proxy_ssl_verify on;" in conf
+    assert "proxy_ssl_name gateways.modelops.test;" in conf
+
+
+# ------------------------------------------------------------------ logs, secrets
+def test_access_log_is_json_without_secrets(gw):
+    gw.check_output("sleep 1")
+    lines = gw.file("/var/log/nginx/modelops-access.log").content_string.splitlines()
+    entries = [json.loads(line) for line in lines[-50:]]
+    served = [e for e in entries if e["model"] == "echo" and e["status"] == 200]
+    assert served
+    for field in ("request_id", "upstream_addr", "status", "request_time", "upstream_response_time", "client"):
+        assert field in served[-1]
+    assert served[-1]["upstream_addr"].startswith("127.0.0.1:86")
+    everything = gw.check_output("cat /var/log/nginx/*.log")
+    for key in KEYS.values():
+        assert key not in everything
+    assert "Bearer" not in everything and "bearer" not in everything
+
+
+def test_api_key_file_is_root_only(gw):
+    f = gw.file("/etc/nginx/modelops/auth.conf")
+    assert f.user == "root" and f.mode == 0o600
+
+
+def test_nginx_workers_are_unprivileged(gw):
+    users = gw.check_output("ps -o user= -C nginx").split()
+    assert "root" in users and "www-data" in users
+
+
+# ------------------------------------------------------------------ upstream entry point
+def test_model_without_replica_answers_502_json(lb):
+    status, _, body = curl(lb, f"https://{GW}/v2/models/pending/ready", key=KEYS["team-a"])
+    assert status == 502
+    assert "replica" in json_error(body)["error"]
+
+
+def test_upstream_entry_point_switches_and_rejects_bad_config(gw, lb):
+    echo_conf = gw.file("/etc/nginx/modelops/upstreams/echo.conf")
+    before = echo_conf.md5sum
+    master = gw.check_output("cat /run/nginx.pid")
+    run = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "verify_upstream.yml")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "REJECTED" in run.stdout and "invalid port" in run.stdout
+    # The replica registered through the entry point serves at once.
+    status, _, body = curl(lb, f"https://{GW}/v2/models/pending/ready", key=KEYS["team-a"])
+    assert status == 200 and json.loads(body)["path"] == "/v2/models/pending/ready"
+    # The rejected change left the file and the running nginx alone.
+    assert gw.file("/etc/nginx/modelops/upstreams/echo.conf").md5sum == before
+    assert "99999" not in gw.file("/etc/nginx/modelops/upstreams/echo.conf").content_string
+    assert curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"])[0] == 200
+    # Reloads are graceful: the master process is the same one.
+    assert gw.check_output("cat /run/nginx.pid") == master
