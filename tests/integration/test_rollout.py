@@ -119,11 +119,16 @@ def load(ca_file, api_key):
 
 
 def rollout_times(stdout):
-    """The per-host times the report play prints."""
-    for line in stdout.splitlines():
-        if "model1" in line and "model2" in line and "{" in line:
-            return line.strip()
-    return None
+    """The per-host times the report play prints (`model1: 51.1` lines after its task header)."""
+    lines = stdout.splitlines()
+    times = {}
+    for i, line in enumerate(lines):
+        if "Show the time each host took" in line:
+            for follow in lines[i + 1:i + 12]:
+                key, _, value = follow.strip().partition(": ")
+                if key in MODEL_HOSTS:
+                    times[key] = value
+    return times
 
 
 def test_rollout_under_load(ca_file, api_key):
