@@ -196,6 +196,23 @@ def test_rollout_under_load(ca_file, api_key):
     for host, ip in MODEL_HOSTS.items():
         assert gateway_version(ip, host, ca_file, api_key) == "1"
 
+    # 4. Maintenance of one host: drained at the load balancer, its gateway
+    #    stopped for a while, verified, put back; clients see no error.
+    gen = load(ca_file, api_key)
+    time.sleep(2)
+    t0 = time.monotonic()
+    proc = playbook("maintenance.yml", "-e", "maintenance_host=model2",
+                    "-e", "maintenance_tasks=%s" % os.path.join(ROOT, "tests", "integration", "files", "maintenance_work.yml"))
+    took = round(time.monotonic() - t0, 1)
+    time.sleep(2)
+    step4 = gen.stop()
+    step4.update(rollout_seconds=took)
+    report["maintenance_model2"] = step4
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "down" in proc.stdout or "changed: [lb1]" in proc.stdout
+    assert step4["failed"] == 0, step4
+    assert gateway_version(MODEL_HOSTS["model2"], "model2", ca_file, api_key) == "1"
+
     with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     print(json.dumps(report, indent=2))
