@@ -209,7 +209,6 @@ def test_rollout_under_load(ca_file, api_key):
     step4.update(rollout_seconds=took)
     report["maintenance_model2"] = step4
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "down" in proc.stdout or "changed: [lb1]" in proc.stdout
     assert step4["failed"] == 0, step4
     assert gateway_version(MODEL_HOSTS["model2"], "model2", ca_file, api_key) == "1"
 
