@@ -110,8 +110,12 @@ molecule: venv images demo-image ## Molecule for every role (Debian 12 and 13 sy
 integration: lab $(DEMO_DIR)/iris-v1/iris.joblib ## The lab fleet converged twice: the second run must change nothing
 	bash tests/integration/site_idempotence.sh $(INVENTORY)
 
+.PHONY: rollout-test
+rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, maintenance, under TLS load through the load balancer
+	cd tests/integration && $(PY) -m pytest -q -s test_rollout.py -p no:cacheprovider
+
 .PHONY: test
-test: lint sanity unit runtime-test package-test molecule integration ## Everything CI runs
+test: lint sanity unit runtime-test package-test molecule rollout-test ## Everything CI runs
 
 .PHONY: build
 build: venv ## Build the collection tarball
