@@ -127,6 +127,11 @@ class App:
             self.routes[b + "/ready"] = (EP_MREADY, get, self.h_model_ready)
             self.routes[b + "/infer"] = (EP_INFER, ("POST",), self.h_infer)
         self.bytes_routes = {k.encode(): v for k, v in self.routes.items()}
+        # Heavy frameworks predict in a helper thread so the loop keeps answering health
+        # checks and metrics meanwhile; tabular models stay inline (a thread hop costs more).
+        self.offload = manifest["framework"] in ("keras", "tensorflow", "torchscript")
+        self.executor = None
+        self.offload_paths = {k for k, v in self.bytes_routes.items() if v[0] in (EP_INFER, EP_PREDICT)}
 
     # ------------------------------------------------------------------ lifecycle
     def set_ready(self, model, load_seconds: float) -> None:
@@ -162,7 +167,7 @@ class App:
         now = time.monotonic()
         rt, kt = self.opts["request_timeout"], self.opts["keepalive_timeout"]
         for conn in list(self.connections):
-            if conn.closing:
+            if conn.closing or conn.busy:
                 continue
             if conn.in_request:
                 if now - conn.req_start > rt:
@@ -180,7 +185,7 @@ class App:
             srv.close()
         busy = 0
         for conn in list(self.connections):
-            if conn.in_request:
+            if conn.in_request or conn.busy or conn.queue:
                 busy += 1
             else:
                 conn.close()
@@ -301,6 +306,70 @@ class App:
             return 200, out, JSON, b""
         return 200, out, b"application/octet-stream", b"Inference-Header-Content-Length: %d\r\n" % json_len
 
+    # -------------------------------------------------------------- offloaded variants
+    async def _predict_in_thread(self, feeds, wanted):
+        import concurrent.futures
+
+        if self.executor is None:
+            self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        try:
+            res = await loop.run_in_executor(self.executor, self.model.predict, feeds, wanted)
+        except Exception as exc:
+            self.own[self.lay.inf_errors] += 1.0
+            raise RequestError(500, f"inference failed: {type(exc).__name__}: {exc}") from exc
+        first = next(iter(feeds.values()))
+        self.metrics.inference(time.perf_counter() - t, first.shape[0] if first.ndim else 1)
+        return res
+
+    async def _run_async(self, feeds, wanted):
+        cache = self.cache
+        key = None
+        if cache.size:
+            key = cache.key(feeds, wanted)
+            if key is not None:
+                hit = cache.get(key)
+                if hit is not None:
+                    self.own[self.lay.cache_hits] += 1.0
+                    if self.drift is not None:
+                        self.drift.add(next(iter(feeds.values())))
+                    return hit
+                self.own[self.lay.cache_misses] += 1.0
+        res = await self._predict_in_thread(feeds, wanted)
+        if key is not None:
+            cache.put(key, res)
+        if self.drift is not None:
+            self.drift.add(next(iter(feeds.values())))
+        return res
+
+    async def dispatch_async(self, method: str, url: bytes, body: bytes, header_len):
+        """infer / predict with the model call in the helper thread (same answers as dispatch)."""
+        q = url.find(b"?")
+        ep = self.bytes_routes[url[:q] if q >= 0 else url][0]
+        if method != "POST":
+            return ep, 405, error_body(f"method {method} not allowed here; use POST"), JSON, b"Allow: POST\r\n"
+        if self.model is None:
+            return (ep,) + self._not_ready()
+        try:
+            if ep == EP_INFER:
+                if header_len is not None:
+                    try:
+                        header_len = int(header_len)
+                    except ValueError:
+                        raise RequestError(400, "Inference-Header-Content-Length must be an integer") from None
+                req_id, feeds, wanted, binary = self.decoder.decode_infer(body, header_len)
+                res = await self._run_async(feeds, wanted)
+                out, json_len = encode_infer(self.name, self.version, req_id, res, wanted or self.model.output_names, binary)
+                if json_len is not None:
+                    return ep, 200, out, b"application/octet-stream", b"Inference-Header-Content-Length: %d\r\n" % json_len
+                return ep, 200, out, JSON, b""
+            feeds = self.decoder.decode_instances(body)
+            res = await self._run_async(feeds, [self.primary])
+            return ep, 200, encode_predictions(np.asarray(res[self.primary])), JSON, b""
+        except RequestError as exc:
+            return ep, exc.status, error_body(exc.message), JSON, b""
+
     def h_predict(self, conn, body):
         if self.model is None:
             return self._not_ready()
@@ -316,7 +385,7 @@ class App:
 class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "app", "transport", "parser", "url", "headers", "body", "body_len", "in_request", "t0",
-        "req_start", "last_active", "closing", "head_bytes", "header_len", "paused",
+        "req_start", "last_active", "closing", "head_bytes", "header_len", "paused", "busy", "queue",
     )
 
     def __init__(self, app: App):
@@ -335,6 +404,8 @@ class HttpConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.header_len = None
         self.paused = False
+        self.busy = False   # an offloaded request is being computed
+        self.queue = None   # complete requests waiting behind it (pipelining), in order
 
     # ---------------------------------------------------------------- transport events
     def connection_made(self, transport):
@@ -345,9 +416,12 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.app.connections.discard(self)
-        if self.in_request:
-            self.in_request = False
-            self.app.own[self.app.lay.in_flight] -= 1.0
+        pending = (1 if self.in_request else 0) + (1 if self.busy else 0) + len(self.queue or ())
+        self.in_request = False
+        self.busy = False
+        self.queue = None
+        if pending:
+            self.app.own[self.app.lay.in_flight] -= float(pending)
         self.closing = True
 
     def pause_writing(self):
@@ -359,7 +433,8 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self):
         if self.paused:
             self.paused = False
-            self.transport.resume_reading()
+            if not self.busy:
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes):
         if self.closing:
@@ -447,6 +522,16 @@ class HttpConnection(asyncio.Protocol):
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         enc = self.headers.get(b"content-encoding")
         keep_alive = parser.should_keep_alive() and not app.draining
+        if app.offload and (self.busy or self._offloaded_path()):
+            req = (method, self.url, body, self.headers, self.t0, parser.get_http_version(), keep_alive)
+            self.in_request = False  # fully received; answered later, in order
+            if self.busy:
+                if self.queue is None:
+                    self.queue = []
+                self.queue.append(req)
+            else:
+                self._start(req)
+            return
         try:
             if enc is not None and body:
                 body = self._decode_body(enc, body)
@@ -457,6 +542,58 @@ class HttpConnection(asyncio.Protocol):
             app.log.limited("error", "handler_error", error=f"{type(exc).__name__}: {exc}")
             ep, status, out, ctype, extra = EP_OTHER, 500, error_body(f"internal error: {type(exc).__name__}"), JSON, b""
         self.send(ep, status, out, ctype, extra, keep_alive, method == "HEAD")
+
+    def _offloaded_path(self) -> bool:
+        q = self.url.find(b"?")
+        return (self.url[:q] if q >= 0 else self.url) in self.app.offload_paths
+
+    def _start(self, req) -> None:
+        """Answer one snapshotted request: offloaded infer/predict, or inline for anything else."""
+        method, url, body, headers, t0, version, keep_alive = req
+        q = url.find(b"?")
+        if (url[:q] if q >= 0 else url) in self.app.offload_paths:
+            self.busy = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._offloaded(req))
+            return
+        app = self.app
+        try:
+            enc = headers.get(b"content-encoding")
+            if enc is not None and body:
+                body = self._decode_body(enc, body)
+            ep, status, out, ctype, extra = app.dispatch(self, method, url, body)
+        except RequestError as exc:
+            ep, status, out, ctype, extra = EP_OTHER, exc.status, error_body(exc.message), JSON, b""
+        except Exception as exc:  # noqa: BLE001
+            app.log.limited("error", "handler_error", error=f"{type(exc).__name__}: {exc}")
+            ep, status, out, ctype, extra = EP_OTHER, 500, error_body(f"internal error: {type(exc).__name__}"), JSON, b""
+        self.send(ep, status, out, ctype, extra, keep_alive and not app.draining, method == "HEAD", req=req)
+
+    async def _offloaded(self, req) -> None:
+        method, url, body, headers, t0, version, keep_alive = req
+        app = self.app
+        try:
+            enc = headers.get(b"content-encoding")
+            if enc is not None and body:
+                body = self._decode_body(enc, body)
+            ep, status, out, ctype, extra = await app.dispatch_async(method, url, body, headers.get(b"inference-header-content-length"))
+        except RequestError as exc:
+            ep, status, out, ctype, extra = EP_OTHER, exc.status, error_body(exc.message), JSON, b""
+        except Exception as exc:  # noqa: BLE001
+            app.log.limited("error", "handler_error", error=f"{type(exc).__name__}: {exc}")
+            ep, status, out, ctype, extra = EP_OTHER, 500, error_body(f"internal error: {type(exc).__name__}"), JSON, b""
+        self.busy = False
+        if self.closing:  # the client went away meanwhile (in-flight already accounted for)
+            return
+        self.send(ep, status, out, ctype, extra, keep_alive and not app.draining, False, req=req)
+        # answer whatever was pipelined behind it, in order, until the next offloaded one
+        while self.queue and not self.busy and not self.closing:
+            self._start(self.queue.pop(0))
+        if not self.busy and not self.closing:
+            if app.draining and not self.in_request:
+                self.close()
+            elif not self.paused:
+                self.transport.resume_reading()
 
     def _decode_body(self, enc: bytes, body: bytes) -> bytes:
         e = enc.strip().lower()
@@ -478,12 +615,16 @@ class HttpConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- responses
     def send(self, ep: int, status: int, body: bytes, ctype: bytes, extra: bytes, keep_alive: bool,
-             head: bool = False, close_now: bool = True):
+             head: bool = False, close_now: bool = True, req=None):
         app = self.app
-        rid = self.headers.get(b"x-request-id")
+        if req is None:
+            headers, t0, version = self.headers, self.t0, self.parser.get_http_version()
+        else:
+            headers, t0, version = req[3], req[4], req[5]
+        rid = headers.get(b"x-request-id")
         if rid is None or not _valid_request_id(rid):
             rid = app.new_request_id()
-        if self.parser.get_http_version() == "1.0":
+        if version == "1.0":
             conn_hdr = b"Connection: keep-alive\r\n" if keep_alive else b"Connection: close\r\n"
         else:
             conn_hdr = b"" if keep_alive else b"Connection: close\r\n"
@@ -497,10 +638,12 @@ class HttpConnection(asyncio.Protocol):
                 )
             )
         )
-        if self.in_request:
+        if req is not None:
+            app.own[app.lay.in_flight] -= 1.0
+        elif self.in_request:
             self.in_request = False
             app.own[app.lay.in_flight] -= 1.0
-        elapsed = time.perf_counter() - self.t0
+        elapsed = time.perf_counter() - t0
         app.metrics.request(ep, status, elapsed)
         self.last_active = time.monotonic()
         if status >= 400 and not (status == 503 and ep in (EP_READY, EP_MREADY)):
@@ -518,9 +661,18 @@ class HttpConnection(asyncio.Protocol):
         if not keep_alive and close_now:
             self.closing = True
             self.transport.close()
+            if self.queue:  # pipelined requests behind a closing answer are dropped
+                app.own[app.lay.in_flight] -= float(len(self.queue))
+                self.queue = None
 
     def reject(self, status: int, message: str):
         """Answer an error that ends the connection (the rest of the request is not read)."""
+        if self.busy:
+            # An answer for an earlier (offloaded) request is still due: an error now would
+            # arrive out of order, so the connection is dropped instead.
+            self.closing = True
+            self.transport.abort()
+            return
         if not self.in_request:
             self.on_message_begin()
         self.send(EP_OTHER, status, error_body(message), JSON, b"", keep_alive=False, close_now=False)

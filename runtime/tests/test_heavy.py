@@ -185,3 +185,46 @@ def test_corrupt_heavy_model_is_reported(tmp_path, framework, filename):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2
     assert filename in res.stderr and framework in res.stderr
+
+
+def test_offloaded_inference_keeps_pipelined_order(tmp_path):
+    """Heavy frameworks predict in a helper thread; pipelined answers still come back in order."""
+    import socket
+
+    from conftest import metric
+    from test_server import post_request, read_response
+
+    src = tmp_path / "src"
+    src.mkdir()
+    want = _torchscript(src / "model.pt")
+    opts = {"name": "torchy", "version": "1", "framework": "torchscript", "entrypoint": "model.pt",
+            "sample": {"instances": X.tolist(), "expected": want.tolist(), "tolerance": 1e-5}}
+    prepare(src, opts, tmp_path / "out", log=lambda _: None)
+    srv = start_server(tmp_path / "out", tmp_path, timeout=120)
+    try:
+        def infer(i):
+            body = {"id": f"r{i}", "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": X[i % 3].tolist()}]}
+            return post_request("/v2/models/torchy/infer", json.dumps(body).encode())
+
+        live = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+        predict = post_request("/predict", json.dumps({"instances": X.tolist()}).encode())
+        bad = post_request("/v2/models/torchy/infer", b"{")
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        try:
+            s.sendall(infer(0) + live + infer(1) + bad + predict + infer(2))
+            f = s.makefile("rb")
+            answers = [read_response(f) for _ in range(6)]
+        finally:
+            s.close()
+        assert [a[0] for a in answers] == [200, 200, 200, 400, 200, 200]
+        assert json.loads(answers[0][2])["id"] == "r0" and json.loads(answers[2][2])["id"] == "r1"
+        assert json.loads(answers[5][2])["id"] == "r2"
+        assert json.loads(answers[1][2]) == {"live": True}
+        got = np.array(json.loads(answers[4][2])["predictions"])
+        assert np.allclose(got, want, atol=1e-5)
+        text = srv.metrics_text()
+        assert metric(text, "modelops_requests_total", endpoint="infer", code="200") == 3
+        assert metric(text, "modelops_requests_total", endpoint="infer", code="400") == 1
+        assert metric(text, "modelops_requests_in_flight") == 1  # only the scrape itself
+    finally:
+        assert srv.stop() == 0
