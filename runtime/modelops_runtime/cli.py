@@ -46,6 +46,27 @@ def _verify(args) -> int:
     return 0
 
 
+def _health(args) -> int:
+    """Exit 0 when the server answers 200 (for Docker HEALTHCHECK in images without curl)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    port = args.port or os.environ.get("MODELOPS_PORT") or "8080"
+    path = "/v2/health/live" if args.live else "/v2/health/ready"
+    url = f"http://{args.host}:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            body = resp.read().decode("utf-8", "replace")
+            ok = resp.status == 200
+    except urllib.error.HTTPError as exc:
+        body, ok = exc.read().decode("utf-8", "replace"), False
+    except OSError as exc:
+        body, ok = str(exc), False
+    print(body)
+    return 0 if ok else 1
+
+
 def _requirements(args) -> int:
     from .deps import requirement_files, requirement_lines
 
@@ -83,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
             kw["const"] = "true"
         ps.add_argument(opt.flag, **kw)
     ps.set_defaults(func=_serve)
+
+    ph = sub.add_parser("health", help="probe a running server (exit 0 if ready, or live with --live)")
+    ph.add_argument("--host", default="127.0.0.1")
+    ph.add_argument("--port", default=None, help="default: $MODELOPS_PORT or 8080")
+    ph.add_argument("--live", action="store_true", help="check liveness instead of readiness")
+    ph.add_argument("--timeout", type=float, default=3.0)
+    ph.set_defaults(func=_health)
 
     pr = sub.add_parser("requirements", help="print the pinned requirements a model image needs")
     pr.add_argument("--framework", required=True, choices=["sklearn", "onnx", "keras", "tensorflow", "torchscript"])

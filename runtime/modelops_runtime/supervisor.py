@@ -76,6 +76,10 @@ def run(model_dir: str, cli: dict) -> int:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Read-only root fs: anything a framework wants to cache goes to the writable temp dir.
+    import tempfile
+
+    os.environ.setdefault("KERAS_HOME", os.path.join(tempfile.gettempdir(), ".keras"))
 
     workers = opts["workers"]
     shared = SharedMetrics(workers, Layout(drift_size(manifest.get("reference"))))

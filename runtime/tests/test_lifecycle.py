@@ -53,6 +53,11 @@ def test_tampered_pickle_is_never_loaded(tmp_path, iris, iris_lr):
         status, _, body = srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))
         assert status == 503 and "not ready" in json.loads(body)["error"]
         assert srv.request("GET", "/v2/models/iris/ready")[0] == 503
+        env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR))
+        probe = [sys.executable, "-m", "modelops_runtime", "health", "--port", str(srv.port)]
+        ready = subprocess.run(probe, capture_output=True, text=True, env=env, timeout=30)
+        assert ready.returncode == 1 and "checksum mismatch" in ready.stdout
+        assert subprocess.run(probe + ["--live"], capture_output=True, env=env, timeout=30).returncode == 0
         assert any(r.get("event") == "model_load_failed" for r in srv.logs())
         assert not marker.exists()
     finally:
