@@ -50,6 +50,7 @@ class Layout:
         self.inf_errors = take(1)
         self.rows = take(1)
         self.restarts = take(1)                # written by the supervisor
+        self.listening = take(1)               # 1 while the worker accepts connections
         self.drift_rows = take(1)
         self.drift = take(drift_size)
         self.slot = off
@@ -73,7 +74,7 @@ class SharedMetrics:
     def reset_worker_gauges(self, worker: int) -> None:
         import struct
 
-        for field in (self.layout.in_flight, self.layout.ready, self.layout.load_seconds):
+        for field in (self.layout.in_flight, self.layout.ready, self.layout.load_seconds, self.layout.listening):
             struct.pack_into("d", self.mm, (worker * self.layout.slot + field) * 8, 0.0)
 
     # -- used by the workers -------------------------------------------------------
@@ -96,6 +97,7 @@ class WorkerMetrics:
         self.lay = lay
         self.own[lay.in_flight] = 0.0
         self.own[lay.ready] = 0.0
+        self.own[lay.listening] = 0.0
         self.drift_counts = self.own[lay.drift : lay.drift + lay.drift_size]
         # The window restarts empty after a restart: forget the old counts.
         self.drift_counts[:] = 0.0
@@ -115,6 +117,17 @@ class WorkerMetrics:
         own[lay.inf_buckets + bisect_left(BUCKETS, seconds)] += 1.0
         own[lay.inf_sum] += seconds
         own[lay.rows] += rows
+
+    def all_listening_ready(self) -> bool:
+        """True when every worker that accepts connections has its model ready.
+
+        Readiness is a property of the instance, not of the worker a probe happens to
+        reach: while a sibling is still loading, traffic could land on it."""
+        lay = self.lay
+        for slot in self.all:
+            if slot[lay.listening] and not slot[lay.ready]:
+                return False
+        return True
 
     def set_drift_rows(self, n: int) -> None:
         self.own[self.lay.drift_rows] = float(n)

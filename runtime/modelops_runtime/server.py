@@ -234,7 +234,10 @@ class App:
 
     def _ready_body(self, extra: dict) -> tuple[int, bytes]:
         if self.state == "ready" and not self.draining:
-            return 200, orjson.dumps({**extra, "ready": True})
+            if self.metrics.all_listening_ready():
+                return 200, orjson.dumps({**extra, "ready": True})
+            return 503, orjson.dumps({**extra, "ready": False, "state": "loading",
+                                      "reason": "another worker is still loading the model"})
         reason = "server is shutting down" if self.draining else self.reason
         return 503, orjson.dumps({**extra, "ready": False, "state": self.state, "reason": reason})
 

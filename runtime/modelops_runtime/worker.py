@@ -108,6 +108,7 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
         sock = listen_socket(opts["host"], port)
         srv = await loop.create_server(lambda: HttpConnection(app), sock=sock, backlog=2048)
         app.servers.append(srv)
+        metrics.own[metrics.lay.listening] = 1.0
         if app.draining:
             srv.close()
 
@@ -150,6 +151,7 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
         if app.draining:
             return
         app.begin_drain()
+        metrics.own[metrics.lay.listening] = 0.0
         deadline = time.monotonic() + opts["drain_timeout"]
 
         def check():
