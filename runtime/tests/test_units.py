@@ -143,3 +143,13 @@ def test_requirement_files_are_pinned_and_packaged():
     assert any(x.startswith("skl2onnx==") for x in build) and any(x.startswith("onnxruntime==") for x in build)
     assert not any(x.startswith("skl2onnx==") for x in requirement_lines("sklearn"))
     assert requirement_files("onnx")[0].name == "base.txt"
+
+
+def test_max_batch_rows_gives_413():
+    dec = Decoder(_M([TensorSpec("x", "FP32", [-1, 1])]), max_batch_rows=2)
+    ok = json.dumps({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]}]}).encode()
+    assert dec.decode_infer(ok, None)[1]["x"].shape == (2, 1)
+    big = json.dumps({"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]}).encode()
+    with pytest.raises(RequestError) as exc:
+        dec.decode_infer(big, None)
+    assert exc.value.status == 413 and "limit is 2" in exc.value.message
