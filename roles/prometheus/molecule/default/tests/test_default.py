@@ -68,7 +68,7 @@ def test_rules_loaded(host):
     assert set(groups) == {"modelops", "site"}
     names = {r["name"] for r in groups["modelops"]["rules"]}
     assert names == {"ModelopsTargetDown", "ModelopsModelLatencyHigh", "ModelopsModelErrorRateHigh",
-                     "ModelopsFeatureDrift", "ModelopsGpuMetricsMissing", "ModelopsGpuTemperatureHigh",
+                     "ModelopsFeatureDrift", "ModelopsGpuMetricsMissing", "ModelopsGpuLost", "ModelopsGpuTemperatureHigh",
                      "ModelopsFilesystemAlmostFull"}
     assert all(r["health"] == "ok" for g in data["groups"] for r in g["rules"])
 
