@@ -134,6 +134,7 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
         run("docker", "rm", "-f", "-v", cname)
         st = None
     if st and st["State"]["Running"]:
+        use_direct_dns(cname)
         return False
     if st:
         log(f"{host}: starting the stopped container")
@@ -147,8 +148,37 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
             "--mount", f"type=volume,source={cname}-docker,target=/var/lib/docker,"
                        f"volume-label={LABEL}={name}",
             image, "/lib/systemd/systemd")
+    use_direct_dns(cname)
     wait_for_host(host, cname, pubkey, ip)
     return True
+
+
+def upstream_resolvers() -> list[str]:
+    """The controller's own DNS servers (not loopback stubs)."""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        servers = [l.split()[1] for l in lines if l.startswith("nameserver") and len(l.split()) > 1]
+        servers = [s for s in servers if not s.startswith("127.") and s != "::1"]
+        if servers:
+            return servers
+    return []
+
+
+def use_direct_dns(cname: str) -> None:
+    """Point a lab host at the controller's DNS servers instead of Docker's embedded DNS.
+
+    Docker's embedded resolver (127.0.0.11) works through NAT rules that the
+    outer engine puts into the host's network namespace; firewalld 1.x (Debian
+    12) flushes them when it starts, which would leave the lab host without DNS.
+    Real servers have no such rules, so this is a property of the lab only.
+    """
+    servers = upstream_resolvers()
+    if servers:
+        conf = "".join(f"nameserver {s}\n" for s in servers)
+        run("docker", "exec", "-i", cname, "sh", "-c", "cat > /etc/resolv.conf", stdin=conf)
 
 
 def wait_for_host(host: str, cname: str, pubkey: str, ip: str) -> None:
