@@ -50,7 +50,8 @@ SMI_FIELDS = (
     ("fan.speed", "fan_speed"),
     ("clocks.sm", "clock_sm"),
 )
-SMI_QUERY = ",".join(field for field, _ in SMI_FIELDS)
+SMI_QUERY = ",".join(field[0] for field in SMI_FIELDS)
+SMI_KEYS = tuple(field[1] for field in SMI_FIELDS)
 TEXT_KEYS = ("uuid", "name", "pci_bus_id", "driver_version")
 MIB = 1024 * 1024
 
@@ -216,7 +217,7 @@ def parse_smi_csv(text):
             problems.append(", ".join(row).strip())
             continue
         gpu = {}
-        for (_, key), value in zip(SMI_FIELDS, row):
+        for key, value in zip(SMI_KEYS, row):
             value = value.strip()
             gpu[key] = value if key in TEXT_KEYS else parse_value(value)
         if gpu["index"] is None:

@@ -53,7 +53,7 @@ def test_textfile_collector_exports_prom_files(host):
     host.run_expect([0], "printf '# TYPE molecule_textfile_probe gauge\\nmolecule_textfile_probe 42\\n' "
                          "> /var/lib/prometheus/node-exporter/molecule.prom")
     try:
-        _, body = fetch(host)
+        body = fetch(host)[1]
     finally:
         host.run("rm -f /var/lib/prometheus/node-exporter/molecule.prom")
     assert "molecule_textfile_probe 42" in body
@@ -94,14 +94,14 @@ def test_tls_refuses_plain_http(host):
 def test_tls_requires_client_certificate(host):
     if not is_tls(host):
         pytest.skip("plain HTTP host")
-    status, _ = fetch(host, client_cert=False)
+    status = fetch(host, client_cert=False)[0]
     assert status == "000"  # the handshake fails
 
 
 def test_tls_requires_basic_auth(host):
     if not is_tls(host):
         pytest.skip("plain HTTP host")
-    status, _ = fetch(host, auth=False)
+    status = fetch(host, auth=False)[0]
     assert status == "401"
     out = host.run(f"curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}' {CLIENT} "
                    f"-u {USER}:wrong https://localhost:9443/metrics")
