@@ -2,7 +2,7 @@
 
 debian13 is the admin and monitoring host (firewall_admin_cidrs and
 firewall_monitoring_cidrs hold its address); debian12 is only a client.
-Both run Docker, a node exporter on 9100 and listeners on 443 and 8080.
+Both run listeners on 443, 8080 and 9100; debian12 also runs Docker.
 """
 import os
 import re
@@ -76,16 +76,15 @@ def test_scan_of_debian13_from_a_plain_client(d12):
 
 
 def test_exporter_answers_the_monitoring_host_only(d12, d13):
-    assert "node_cpu_seconds_total" in d13.check_output(f"curl -s --max-time 5 http://{D12}:9100/metrics")
+    assert "modelops_firewall_test_up 1" in d13.check_output(f"curl -s --max-time 5 http://{D12}:9100/metrics")
     res = d12.run(f"curl -s --max-time 3 http://{D13}:9100/metrics")
     assert res.rc == 28  # timed out: dropped, not refused
     # Locally the exporter still works.
-    assert "node_cpu_seconds_total" in d13.check_output("curl -s --max-time 5 http://127.0.0.1:9100/metrics")
+    assert "modelops_firewall_test_up 1" in d13.check_output("curl -s --max-time 5 http://127.0.0.1:9100/metrics")
 
 
-@pytest.mark.parametrize("name", [D12, D13])
-def test_docker_keeps_working_behind_firewalld(name):
-    host = testinfra.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
+def test_docker_keeps_working_behind_firewalld(d12):
+    host, name = d12, D12
     # docker0 is in Docker's own zone (Docker registered with firewalld).
     assert host.check_output("firewall-cmd --get-zone-of-interface=docker0") == "docker"
     # A port published on 127.0.0.1 works on the host...
@@ -96,8 +95,7 @@ def test_docker_keeps_working_behind_firewalld(name):
     out = host.check_output(f"docker run --rm modelops-verify:busybox /bin/busybox sh -c \"{get} {web_ip} 80\"")
     assert out.splitlines()[-1] == "web"
     # ...and go out through NAT to the other host's open HTTPS port.
-    other = D13 if name == D12 else D12
-    other_ip = host.check_output(f"getent hosts {other}").split()[0]
+    other_ip = host.check_output(f"getent hosts {D13}").split()[0]
     out = host.check_output(f"docker run --rm modelops-verify:busybox /bin/busybox sh -c \"{get} {other_ip} 443\"")
     assert out.startswith("HTTP/1.0 200")
 
@@ -111,7 +109,6 @@ def test_docker_published_on_every_address_bypasses_firewalld(d12, d13):
     that Docker has DNATed, so a port published on 0.0.0.0 is reachable
     whatever the zone says. Model containers publish on 127.0.0.1 only."""
     assert 18081 in open_ports(d13, D12, "18081")
-    assert 18081 in open_ports(d12, D13, "18081")
 
 
 def test_unmanaged_openings_are_removed_on_the_next_run(d12):
@@ -120,7 +117,7 @@ def test_unmanaged_openings_are_removed_on_the_next_run(d12):
     d12.check_output("firewall-cmd --zone=modelops --add-port=8080/tcp")
     d12.check_output("firewall-cmd --zone=modelops --add-rich-rule='rule family=\"ipv4\" source address=\"0.0.0.0/0\" "
                      "port port=\"8080\" protocol=\"tcp\" accept' --permanent")
-    run = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "converge.yml")],
+    run = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "converge.yml"), "--limit", D12],
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     for scope in ("", "--permanent "):
