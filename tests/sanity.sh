@@ -13,6 +13,7 @@ cd "$root"
 # runtime, the lab tooling and the tests are plain Python with their own checks.
 git ls-files -z --cached --others --exclude-standard \
   | grep -zE -e '^(plugins|roles|playbooks|meta|tests/sanity)/' -e '^(galaxy.yml|README.md|CHANGELOG.md)$' \
+  | grep -zvE -e '^roles/[^/]+/molecule/' \
   | tar --null -T - -c | tar -C "$dest" -x
 cd "$dest"
 # ansible-test fetches a pip bootstrap script from a host we cannot reach;
