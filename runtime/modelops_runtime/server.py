@@ -631,16 +631,8 @@ class HttpConnection(asyncio.Protocol):
             conn_hdr = b"Connection: keep-alive\r\n" if keep_alive else b"Connection: close\r\n"
         else:
             conn_hdr = b"" if keep_alive else b"Connection: close\r\n"
-        self.transport.write(
-            b"".join(
-                (
-                    STATUS_LINE[status], app.date, app.common,
-                    b"Content-Type: ", ctype, b"\r\nContent-Length: ", str(len(body)).encode(),
-                    b"\r\nX-Request-ID: ", rid, b"\r\n", extra, conn_hdr, b"\r\n",
-                    b"" if head else body,
-                )
-            )
-        )
+        # Account (metrics, in-flight, logs) before the bytes leave: a client that reads this
+        # answer and scrapes /metrics at once must already see it counted.
         if req is not None:
             app.own[app.lay.in_flight] -= 1.0
         elif self.in_request:
@@ -661,6 +653,16 @@ class HttpConnection(asyncio.Protocol):
                 "request", status=status, endpoint=mx.ENDPOINTS[ep], request_id=rid.decode(),
                 duration_ms=round(elapsed * 1000, 3),
             )
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status], app.date, app.common,
+                    b"Content-Type: ", ctype, b"\r\nContent-Length: ", str(len(body)).encode(),
+                    b"\r\nX-Request-ID: ", rid, b"\r\n", extra, conn_hdr, b"\r\n",
+                    b"" if head else body,
+                )
+            )
+        )
         if not keep_alive and close_now:
             self.closing = True
             self.transport.close()
