@@ -93,6 +93,8 @@ unit: venv ## Unit tests of the collection's Python code
 
 .PHONY: runtime-test
 runtime-test: runtime-venv ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
+	@# A real NGINX for the runtime's keep-alive/drain test (RUNLEVEL=1: install, do not start it).
+	command -v nginx >/dev/null || { apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq nginx-light >/dev/null; }
 	cd runtime && $(RT_VENV)/bin/python -m pytest -q -m "not heavy"
 
 .PHONY: package-test
