@@ -151,68 +151,51 @@ def test_rollout_under_load(ca_file, api_key):
         assert gateway_version(ip, host, ca_file, api_key) == "1", "the fleet must start on version 1"
     report = {}
 
+    def under_load(step, playbook_name, *args):
+        """Run one playbook while the load generator runs; returns (process, load report)."""
+        gen = load(ca_file, api_key)
+        time.sleep(2)
+        t0 = time.monotonic()
+        proc = playbook(playbook_name, *args)
+        took = round(time.monotonic() - t0, 1)
+        time.sleep(2)
+        result = gen.stop()
+        result.update(rollout_seconds=took, per_host=rollout_times(proc.stdout))
+        report[step] = result
+        return proc, result
+
+    def fleet_serves(version):
+        for host, ip in MODEL_HOSTS.items():
+            assert gateway_version(ip, host, ca_file, api_key) == version, host
+
     # 1. v1 -> v2 under load.
-    gen = load(ca_file, api_key)
-    time.sleep(2)
-    t0 = time.monotonic()
-    proc = playbook("rolling_update.yml", "-e", models_var(2))
-    took = round(time.monotonic() - t0, 1)
-    time.sleep(2)
-    step1 = gen.stop()
-    step1.update(rollout_seconds=took, per_host=rollout_times(proc.stdout))
-    report["v1_to_v2"] = step1
+    proc, step = under_load("v1_to_v2", "rolling_update.yml", "-e", models_var(2))
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert step1["failed"] == 0, step1
-    assert set(step1["versions"]) <= {"1", "2"} and "2" in step1["versions"], step1
-    for host, ip in MODEL_HOSTS.items():
-        assert gateway_version(ip, host, ca_file, api_key) == "2"
+    assert step["failed"] == 0, step
+    assert set(step["versions"]) <= {"1", "2"} and "2" in step["versions"], step
+    fleet_serves("2")
 
     # 2. A broken v3: the canary fails its health gate, the rollout stops.
-    gen = load(ca_file, api_key)
-    time.sleep(2)
-    t0 = time.monotonic()
-    proc = playbook("rolling_update.yml", "-e", models_var(3))
-    took = round(time.monotonic() - t0, 1)
-    time.sleep(2)
-    step2 = gen.stop()
-    step2.update(rollout_seconds=took)
-    report["v2_to_broken_v3"] = step2
+    proc, step = under_load("v2_to_broken_v3", "rolling_update.yml", "-e", models_var(3))
     assert proc.returncode != 0, "a failed canary must fail the run"
     assert "Rollout stopped" in proc.stdout and "sample output" in proc.stdout, proc.stdout[-4000:]
-    assert step2["failed"] == 0, step2
-    assert set(step2["versions"]) == {"2"}, step2
-    for host, ip in MODEL_HOSTS.items():
-        assert gateway_version(ip, host, ca_file, api_key) == "2"
+    assert step["failed"] == 0, step
+    assert set(step["versions"]) == {"2"}, step
+    fleet_serves("2")
 
     # 3. Back to v1 everywhere.
-    gen = load(ca_file, api_key)
-    time.sleep(2)
-    t0 = time.monotonic()
-    proc = playbook("rollback.yml")
-    took = round(time.monotonic() - t0, 1)
-    time.sleep(2)
-    step3 = gen.stop()
-    step3.update(rollout_seconds=took)
-    report["rollback_to_v1"] = step3
+    proc, step = under_load("rollback_to_v1", "rollback.yml")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert step3["failed"] == 0, step3
-    for host, ip in MODEL_HOSTS.items():
-        assert gateway_version(ip, host, ca_file, api_key) == "1"
+    assert step["failed"] == 0, step
+    fleet_serves("1")
 
     # 4. Maintenance of one host: drained at the load balancer, its gateway
     #    stopped for a while, verified, put back; clients see no error.
-    gen = load(ca_file, api_key)
-    time.sleep(2)
-    t0 = time.monotonic()
-    proc = playbook("maintenance.yml", "-e", "maintenance_host=model2",
-                    "-e", "maintenance_tasks=%s" % os.path.join(ROOT, "tests", "integration", "files", "maintenance_work.yml"))
-    took = round(time.monotonic() - t0, 1)
-    time.sleep(2)
-    step4 = gen.stop()
-    step4.update(rollout_seconds=took)
-    report["maintenance_model2"] = step4
+    work = os.path.join(ROOT, "tests", "integration", "files", "maintenance_work.yml")
+    proc, step = under_load("maintenance_model2", "maintenance.yml", "-e", "maintenance_host=model2",
+                            "-e", "maintenance_tasks=%s" % work)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert step4["failed"] == 0, step4
+    assert step["failed"] == 0, step
     assert gateway_version(MODEL_HOSTS["model2"], "model2", ca_file, api_key) == "1"
 
     with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
