@@ -113,7 +113,9 @@ molecule: venv images demo-image ## Molecule for every role (Debian 12 and 13 sy
 	test $$others -eq 0 -a $$named_rc -eq 0
 
 .PHONY: integration
-integration: lab $(DEMO_DIR)/iris-v1/iris.joblib ## The lab fleet converged twice: the second run must change nothing
+integration: venv images demo-image ## A fresh lab fleet converged twice: the second run must change nothing
+	$(PY) lab/lab.py down --inventory $(INVENTORY)
+	$(PY) lab/lab.py up --inventory $(INVENTORY)
 	bash tests/integration/site_idempotence.sh $(INVENTORY)
 
 .PHONY: rollout-test
