@@ -70,7 +70,7 @@ $(DEMO_DIR)/iris-v1/iris.joblib: lab/demo/train_iris.py | venv
 
 .PHONY: demo-image
 demo-image: venv images $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model (image + archive) on the controller
-	ansible-playbook -i $(INVENTORY) playbooks/site.yml --tags package --limit localhost
+	ansible-playbook -i $(INVENTORY) playbooks/package_models.yml
 
 .PHONY: demo
 demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge the lab fleet with playbooks/site.yml
