@@ -13,7 +13,6 @@ import pytest
 PKI = "/etc/modelops/pki"
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 CA_DIR = EPHEMERAL / "pki"
-SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 
 
 def name(host):
@@ -106,25 +105,25 @@ def test_client_certificates_on_the_controller():
         assert oct((CA_DIR / "clients" / f"{client}.key").stat().st_mode & 0o777) == "0o600"
 
 
-def test_renewal_within_the_window(host):
-    """A run that finds the certificate inside the renewal window re-issues it."""
+def test_expiring_certificate_was_renewed_with_the_same_key(host):
+    """prepare.yml left a CA and a 10-day certificate on debian12: converge
+    reused the CA, renewed the certificate (30-day window) and kept the key."""
     if name(host) != "modelops-mol-debian12":
         pytest.skip("renewal is exercised on the internal_ca host")
     serial = host.check_output(f"openssl x509 -in {PKI}/server.crt -noout -serial")
-    key_before = host.file(f"{PKI}/private/server.key").md5sum
-    # The certificate lives 397 days: a 400-day renewal window catches it.
-    run = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"),
-         "--limit", "modelops-mol-debian12",
-         "-e", '{"tls_renew_days_before": 400, "tls_server_valid_days": 500, "tls_client_certs": []}'],
-        capture_output=True, text=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert host.check_output(f"openssl x509 -in {PKI}/server.crt -noout -serial") != serial
-    end = host.check_output(f"openssl x509 -in {PKI}/server.crt -noout -enddate")
-    days = int(host.check_output(
-        f"echo $(( ($(date -d \"{end.split('=', 1)[1]}\" +%s) - $(date +%s)) / 86400 ))"))
-    assert 498 <= days <= 500
-    # Renewal re-signs; the host keeps its key.
-    assert host.file(f"{PKI}/private/server.key").md5sum == key_before
+    assert serial != host.check_output("cat /root/prepared-serial")
+    end = host.check_output(f"openssl x509 -in {PKI}/server.crt -noout -enddate").split("=", 1)[1]
+    days = int(host.check_output(f"echo $(( ($(date -d \"{end}\" +%s) - $(date +%s)) / 86400 ))"))
+    assert 395 <= days <= 397
+    key_md5 = host.check_output(f"md5sum {PKI}/private/server.key").split()[0]
+    assert key_md5 == host.check_output("cat /root/prepared-key-md5")
     assert "OK" in host.check_output(f"openssl verify -CAfile {PKI}/ca.crt {PKI}/server.crt")
+    # The new certificate has every wanted name, not just the old one's.
     assert re.search(r"DNS:models\.modelops\.test", cert_text(host, f"{PKI}/server.crt"))
+
+
+def test_existing_ca_was_reused():
+    text = local(f"openssl x509 -in {CA_DIR / 'ca.crt'} -noout -text")
+    # prepare.yml's CA (ECDSA P-384, no digitalSignature usage) is the one in use.
+    assert "ASN1 OID: secp384r1" in text
+    assert "Digital Signature" not in text
