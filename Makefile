@@ -15,6 +15,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.cache/collections:$(HOME)/.ansible/c
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PATH := $(VENV)/bin:$(PATH)
 export PY_COLORS := 0
+export DEBIAN_FRONTEND := noninteractive
 export ANSIBLE_FORCE_COLOR := 0
 
 # Roles that have a molecule scenario (roles/<name>/molecule/default).
