@@ -89,8 +89,8 @@ sanity: venv ## ansible-test sanity for the collection's plugins
 	bash tests/sanity.sh
 
 .PHONY: unit
-unit: venv ## Unit tests of the collection's Python code
-	$(PY) -m pytest -q tests/unit
+unit: venv ## Unit tests of the collection's Python code; bad role variables fail early
+	$(PY) -m pytest -q tests/unit tests/integration/test_edge_bad_vars.py
 
 .PHONY: runtime-test
 runtime-test: runtime-venv ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
