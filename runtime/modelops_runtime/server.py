@@ -263,19 +263,35 @@ class App:
     def _not_ready(self):
         return 503, error_body(f"model '{self.name}' is not ready: {self.reason}"), JSON, b""
 
-    def _run(self, feeds: dict, wanted):
+    def _cache_lookup(self, feeds: dict, wanted):
+        """(key, hit) for the prediction cache; key is None when caching does not apply."""
         cache = self.cache
-        key = None
-        if cache.size:
-            key = cache.key(feeds, wanted)
-            if key is not None:
-                hit = cache.get(key)
-                if hit is not None:
-                    self.own[self.lay.cache_hits] += 1.0
-                    if self.drift is not None:
-                        self.drift.add(next(iter(feeds.values())))
-                    return hit
-                self.own[self.lay.cache_misses] += 1.0
+        if not cache.size:
+            return None, None
+        key = cache.key(feeds, wanted)
+        if key is None:
+            return None, None
+        hit = cache.get(key)
+        if hit is not None:
+            self.own[self.lay.cache_hits] += 1.0
+            if self.drift is not None:
+                self.drift.add(next(iter(feeds.values())))
+        else:
+            self.own[self.lay.cache_misses] += 1.0
+        return key, hit
+
+    def _remember(self, key, feeds: dict, res):
+        """After a real prediction: fill the cache and feed the drift window."""
+        if key is not None:
+            self.cache.put(key, res)
+        if self.drift is not None:
+            self.drift.add(next(iter(feeds.values())))
+        return res
+
+    def _run(self, feeds: dict, wanted):
+        key, hit = self._cache_lookup(feeds, wanted)
+        if hit is not None:
+            return hit
         t = time.perf_counter()
         try:
             res = self.model.predict(feeds, wanted)
@@ -284,11 +300,7 @@ class App:
             raise RequestError(500, f"inference failed: {type(exc).__name__}: {exc}") from exc
         first = next(iter(feeds.values()))
         self.metrics.inference(time.perf_counter() - t, first.shape[0] if first.ndim else 1)
-        if key is not None:
-            cache.put(key, res)
-        if self.drift is not None:
-            self.drift.add(first)
-        return res
+        return self._remember(key, feeds, res)
 
     def h_infer(self, conn, body):
         if self.model is None:
@@ -327,24 +339,11 @@ class App:
         return res
 
     async def _run_async(self, feeds, wanted):
-        cache = self.cache
-        key = None
-        if cache.size:
-            key = cache.key(feeds, wanted)
-            if key is not None:
-                hit = cache.get(key)
-                if hit is not None:
-                    self.own[self.lay.cache_hits] += 1.0
-                    if self.drift is not None:
-                        self.drift.add(next(iter(feeds.values())))
-                    return hit
-                self.own[self.lay.cache_misses] += 1.0
+        key, hit = self._cache_lookup(feeds, wanted)
+        if hit is not None:
+            return hit
         res = await self._predict_in_thread(feeds, wanted)
-        if key is not None:
-            cache.put(key, res)
-        if self.drift is not None:
-            self.drift.add(next(iter(feeds.values())))
-        return res
+        return self._remember(key, feeds, res)
 
     async def dispatch_async(self, method: str, url: bytes, body: bytes, header_len):
         """infer / predict with the model call in the helper thread (same answers as dispatch)."""
