@@ -7,6 +7,7 @@ numpy/BLAS/onnxruntime thread pools after the fork, on its own.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ def drift_size(reference: dict | None) -> int:
     return sum(len(f.get("edges", [])) + 1 for f in reference.get("features", []))
 
 
-def _spawn(index, model_dir, manifest, opts, shared, port, restarted, log) -> int:
+def _spawn(index, model_dir, manifest, opts, shared, listener, restarted, log) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     # Block SIGTERM/SIGINT across the fork: the child unblocks them once its own
@@ -43,7 +44,7 @@ def _spawn(index, model_dir, manifest, opts, shared, port, restarted, log) -> in
     try:
         from .worker import worker_main
 
-        code = worker_main(index, model_dir, manifest, opts, shared, port, restarted, os.getppid())
+        code = worker_main(index, model_dir, manifest, opts, shared, listener, restarted, os.getppid())
     except BaseException as exc:  # noqa: BLE001 - report, then leave the child for sure
         try:
             log.error("worker_crashed", worker=index, error=f"{type(exc).__name__}: {exc}")
@@ -84,13 +85,15 @@ def run(model_dir: str, cli: dict) -> int:
     workers = opts["workers"]
     shared = SharedMetrics(workers, Layout(drift_size(manifest.get("reference"))))
 
-    # Reserve the port (and resolve port 0). Not listening: only the workers accept.
+    # One listening socket for the whole server, bound here and inherited by the workers.
+    # The supervisor never accepts; a worker accepts only once its model is ready (or has
+    # failed, to report why), so a connection never reaches a worker that cannot answer it.
     try:
-        holder = _holder_socket(opts["host"], opts["port"])
+        listener = listen_socket(opts["host"], opts["port"])
     except OSError as exc:
-        log.error("bind_failed", host=opts["host"], port=opts["port"], error=str(exc))
+        log.error("bind_failed", host=opts["host"], port=opts["port"], error=bind_error(opts["host"], opts["port"], exc))
         return EXIT_CONFIG
-    port = holder.getsockname()[1]
+    port = listener.getsockname()[1]
     log.info(
         "starting", name=manifest["name"], version=str(manifest["version"]), framework=manifest["framework"],
         host=opts["host"], port=port, workers=workers, runtime_version=__version__, uid=os.getuid(),
@@ -111,7 +114,7 @@ def run(model_dir: str, cli: dict) -> int:
             state["deadline"] = time.monotonic() + opts["drain_timeout"] + 5.0
             log.info("shutdown_requested", signal=signal.Signals(signum).name, workers=len(children))
             try:
-                holder.close()
+                listener.close()
             except OSError:
                 pass
             for pid in list(children):
@@ -124,7 +127,7 @@ def run(model_dir: str, cli: dict) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     for i in range(workers):
-        pid = _spawn(i, model_dir, manifest, opts, shared, port, False, log)
+        pid = _spawn(i, model_dir, manifest, opts, shared, listener, False, log)
         children[pid] = i
         started[pid] = time.monotonic()
 
@@ -160,7 +163,7 @@ def run(model_dir: str, cli: dict) -> int:
                 if now >= when:
                     del pending_restart[idx]
                     shared.add_restart(idx)
-                    npid = _spawn(idx, model_dir, manifest, opts, shared, port, True, log)
+                    npid = _spawn(idx, model_dir, manifest, opts, shared, listener, True, log)
                     children[npid] = idx
                     started[npid] = now
         else:
@@ -179,13 +182,29 @@ def run(model_dir: str, cli: dict) -> int:
     return code
 
 
-def _holder_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The server's listening socket. No SO_REUSEPORT: a port belongs to one server, and a
+    second process asking for it fails instead of silently taking part of its traffic."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # rebinding past TIME_WAIT only
+        s.bind((host, port))
+        s.listen(backlog)
+    except OSError:
+        s.close()
+        raise
     return s
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use by another process; stop it or choose another --port"
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {host}:{port} (ports below 1024 need privileges): {exc.strerror}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"address {host} is not an address of this machine: {exc.strerror}"
+    return f"cannot listen on {host}:{port}: {exc}"
 
 
 def _kill(pid: int, sig) -> None:

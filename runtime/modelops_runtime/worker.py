@@ -17,18 +17,6 @@ from .metrics import SharedMetrics, WorkerMetrics
 EXIT_LOAD_FAILED = 3
 
 
-def listen_socket(host: str, port: int, backlog: int = 2048, listen: bool = True) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    if listen:
-        s.listen(backlog)
-    s.setblocking(False)
-    return s
-
-
 def _warm_up(model, manifest: dict) -> str:
     """Run the manifest sample (checked against expected), or a synthetic batch of one."""
     sample = manifest.get("sample")
@@ -69,7 +57,12 @@ def _set_parent_death_signal() -> None:
 
 
 def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: SharedMetrics,
-                port: int, restarted: bool, parent_pid: int) -> int:
+                listener: socket.socket, restarted: bool, parent_pid: int) -> int:
+    """Serve on the supervisor's listening socket, inherited across the fork.
+
+    The worker accepts connections only once its model is verified, loaded and warmed up,
+    or once loading has failed (then every worker's readiness answers 503 with the reason).
+    A loading worker takes no connection, so nothing it could only refuse ever reaches it."""
     _set_parent_death_signal()
     if os.getppid() != parent_pid:
         return 1
@@ -104,11 +97,13 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
     done = loop.create_future()
     exit_code = [0]
 
-    async def start_listening():
-        sock = listen_socket(opts["host"], port)
-        srv = await loop.create_server(lambda: HttpConnection(app), sock=sock, backlog=2048)
-        app.servers.append(srv)
+    async def start_accepting():
+        # Flag first: from the moment this worker can take a connection, every worker's
+        # readiness counts it (a failed worker turns the whole server's readiness to 503).
         metrics.own[metrics.lay.listening] = 1.0
+        listener.setblocking(False)
+        srv = await loop.create_server(lambda: HttpConnection(app), sock=listener, backlog=2048)
+        app.servers.append(srv)
         if app.draining:
             srv.close()
 
@@ -136,16 +131,16 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
             app.set_ready(model, seconds)
             log.info("model_ready", name=app.name, version=app.version, framework=manifest["framework"],
                      load_seconds=round(seconds, 4), warm_up=how, checksums="verified", loop=loop_name)
-            if not app.servers and not app.draining:
-                await start_listening()
+            if not app.draining:
+                await start_accepting()
             return
         app.set_failed(reason)
         log.error("model_load_failed", name=app.name, version=app.version, reason=reason)
         if opts["exit_on_load_failure"]:
             finish(EXIT_LOAD_FAILED)
             return
-        if not app.servers and not app.draining:
-            await start_listening()  # so the reason is visible on /v2/health/ready
+        if not app.draining:
+            await start_accepting()  # so the reason is visible on /v2/health/ready
 
     def on_term():
         if app.draining:
@@ -181,8 +176,6 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     try:
-        if not restarted:
-            loop.run_until_complete(start_listening())
         log.info("worker_started", worker=index, restarted=restarted, loop=loop_name)
         loop.call_later(1.0, tick)
         loop.create_task(load())

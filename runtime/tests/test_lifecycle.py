@@ -243,3 +243,58 @@ def _python_for_other_user() -> tuple[str, str]:
         if cand.exists() and _readable_by_other(cand.resolve()):
             return str(cand), os.pathsep.join(paths)
     pytest.skip(f"no {ver} interpreter that another user can run")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_a_port_belongs_to_one_server(tmp_path, onnx_model_dir):
+    """A second server asking for a port in use fails at start instead of sharing its traffic."""
+    port = _free_port()
+    first = start_server(onnx_model_dir, tmp_path, "--port", str(port), "--workers", "2")
+    try:
+        env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR))
+        second = subprocess.run([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(onnx_model_dir),
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stdout
+        assert f"port {port} on 127.0.0.1 is already in use by another process" in second.stdout
+        # every fresh connection still reaches the first server's own workers
+        worker_pids = {r["pid"] for r in first.logs() if r.get("event") == "worker_started"}
+        for _ in range(40):
+            status, headers, _ = first.request("POST", "/v2/models/iris/infer", json.dumps(ROW))
+            assert status == 200
+        assert first.proc.poll() is None and len(worker_pids) == 2
+    finally:
+        assert first.stop() == 0
+
+
+def _burn(seconds: float) -> subprocess.Popen:
+    """A CPU hog that ends by itself: contention makes worker start-up orders vary."""
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_every_request_after_ready_is_answered_under_contention(tmp_path, onnx_model_dir):
+    """Hunts the start-up window: once /v2/health/ready said 200, no worker may turn a request away.
+
+    Several workers start while the CPUs are busy, so some finish loading long after others;
+    each round sends fresh connections (spread over every accepting worker) right after readiness."""
+    hogs = [_burn(90) for _ in range(3)]
+    try:
+        for rnd in range(6):
+            srv = start_server(onnx_model_dir, tmp_path, "--workers", "3", timeout=90)
+            try:
+                statuses = [srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] for _ in range(15)]
+                assert statuses == [200] * 15, (rnd, statuses, srv.log_path.read_text()[-2000:])
+            finally:
+                assert srv.stop() == 0
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
