@@ -25,7 +25,7 @@ from . import __version__
 from . import metrics as mx
 from .cache import PredictionCache
 from .drift import DriftLayout, DriftWindow
-from .protocol import Decoder, RequestError, encode_infer, encode_predictions
+from .protocol import Decoder, RequestError, encode_infer, encode_predictions, header_length
 
 JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -305,14 +305,8 @@ class App:
     def h_infer(self, conn, body):
         if self.model is None:
             return self._not_ready()
-        hl = conn.header_len
-        if hl is not None:
-            try:
-                hl = int(hl)
-            except ValueError:
-                return 400, error_body("Inference-Header-Content-Length must be an integer"), JSON, b""
         try:
-            req_id, feeds, wanted, binary = self.decoder.decode_infer(body, hl)
+            req_id, feeds, wanted, binary = self.decoder.decode_infer(body, header_length(conn.header_len))
             res = self._run(feeds, wanted)
             out, json_len = encode_infer(self.name, self.version, req_id, res, wanted or self.model.output_names, binary)
         except RequestError as exc:
@@ -355,12 +349,7 @@ class App:
             return (ep,) + self._not_ready()
         try:
             if ep == EP_INFER:
-                if header_len is not None:
-                    try:
-                        header_len = int(header_len)
-                    except ValueError:
-                        raise RequestError(400, "Inference-Header-Content-Length must be an integer") from None
-                req_id, feeds, wanted, binary = self.decoder.decode_infer(body, header_len)
+                req_id, feeds, wanted, binary = self.decoder.decode_infer(body, header_length(header_len))
                 res = await self._run_async(feeds, wanted)
                 out, json_len = encode_infer(self.name, self.version, req_id, res, wanted or self.model.output_names, binary)
                 if json_len is not None:

@@ -163,5 +163,136 @@ def test_fuzzed_raw_http_never_crashes(fuzz_server, raw):
     assert fuzz_server.proc.poll() is None
 
 
+# ---------------------------------------------------------------- every field, every JSON type
+# A valid request; each field the runtime reads is replaced (one or several at a time) by
+# a value of every JSON type, or removed. The answer is 200, or a 4xx JSON error that
+# names one of the fields that was changed; no answer is a 500 and no worker restarts.
+VALID_INFER = {
+    "id": "req-1",
+    "parameters": {"binary_data_output": False},
+    "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": None},
+                "data": [6.7, 3.0, 5.2, 2.3]}],
+    "outputs": [{"name": "label", "parameters": {"binary_data": False}}],
+}
+VALID_PREDICT = {"instances": [[6.7, 3.0, 5.2, 2.3]]}
+INFER_FIELDS = [
+    ("id",), ("parameters",), ("parameters", "binary_data_output"), ("inputs",), ("inputs", 0),
+    ("inputs", 0, "name"), ("inputs", 0, "shape"), ("inputs", 0, "shape", 0), ("inputs", 0, "shape", 1),
+    ("inputs", 0, "datatype"), ("inputs", 0, "parameters"), ("inputs", 0, "parameters", "binary_data_size"),
+    ("inputs", 0, "data"), ("inputs", 0, "data", 0), ("outputs",), ("outputs", 0), ("outputs", 0, "name"),
+    ("outputs", 0, "parameters"), ("outputs", 0, "parameters", "binary_data"),
+]
+PREDICT_FIELDS = [("instances",), ("instances", 0), ("instances", 0, 0)]
+REMOVE = object()
+
+every_json_type = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**31), 2**31),
+    st.sampled_from([2**63, 2**64 + 1, -(2**63) - 1, 10**30, -1, 0]),
+    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([1e308, -1e308, 5e-324, 0.5]),
+    st.text(max_size=12), st.sampled_from(["", "FP32", "input", "label", "BYTES", "1", "[]"]),
+    st.lists(st.one_of(st.integers(-3, 6), st.floats(-10, 10), st.text(max_size=3)), max_size=5),
+    st.sampled_from([[], {}, [1, 2], {"a": 1}, [[1, 2], [3]], [[[[[[1]]]]]], {"name": "input"}, [None], [True]]),
+    st.dictionaries(st.sampled_from(["name", "shape", "datatype", "data", "parameters", "binary_data", "x"]),
+                    st.one_of(st.none(), st.integers(-2, 5), st.text(max_size=4), st.lists(st.integers(0, 4), max_size=3)),
+                    max_size=4),
+    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3)),
+                 lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+                 max_leaves=12),
+)
+
+
+def _field_name(path) -> str:
+    """The name an error must mention for a change at this path: the last key, or the list holding an index."""
+    keys = [p for p in path if isinstance(p, str)]
+    return keys[-1]
+
+
+def _mutate(doc, path, value):
+    import copy
+
+    out = copy.deepcopy(doc)
+    cur = out
+    for p in path[:-1]:
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+            cur = cur[p]
+        else:
+            return out  # an earlier change removed the parent: nothing left to change here
+    last = path[-1]
+    if isinstance(cur, dict):
+        if value is REMOVE:
+            cur.pop(last, None)
+        else:
+            cur[last] = value
+    elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
+        if value is REMOVE:
+            del cur[last]
+        else:
+            cur[last] = value
+    return out
+
+
+def _restarts(port) -> float:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("modelops_worker_restarts_total"))
+
+
+def _check_field_answer(status, data, paths):
+    assert status < 500, (status, data[:300], paths)
+    if status >= 400:
+        err = json.loads(data)["error"]
+        names = {_field_name(p) for p in paths}
+        assert any(n in err for n in names), (err, paths)
+    else:
+        assert status == 200 and data[:1] in (b"{", b"["), data[:100]
+
+
+@pytest.mark.parametrize("path,base,fields", [
+    ("/v2/models/iris/infer", VALID_INFER, INFER_FIELDS),
+    ("/predict", VALID_PREDICT, PREDICT_FIELDS),
+])
+def test_every_field_with_every_json_type(fuzz_server, path, base, fields):
+    client = Client(fuzz_server.port)
+    status, data = client.post(path, json.dumps(base).encode(), {})
+    assert status == 200, data  # the unchanged request is valid
+    restarts = _restarts(fuzz_server.port)
+    seen = {}
+
+    @settings(max_examples=500 if len(fields) > 5 else 200, deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)
+    @given(changes=st.lists(st.tuples(st.sampled_from(fields), st.one_of(every_json_type, st.just(REMOVE))),
+                            min_size=1, max_size=3, unique_by=lambda c: c[0]))
+    def check(changes):
+        doc = base
+        for field, value in changes:
+            doc = _mutate(doc, field, value)
+        status, data = client.post(path, json.dumps(doc).encode(), {})
+        seen[status] = seen.get(status, 0) + 1
+        _check_field_answer(status, data, [f for f, _ in changes])
+
+    check()
+    print(path, "statuses seen:", seen)
+    assert {200, 400} <= set(seen)
+    assert _restarts(fuzz_server.port) == restarts
+    assert fuzz_server.proc.poll() is None and _valid_ok(fuzz_server.port)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(value=st.one_of(st.integers(-(2**70), 2**70).map(str), st.sampled_from(["", " ", "1.5", "1e3", "0x10", "+3", "-0",
+                                                                                "9" * 40, "١٢", "12 ", "NaN"]),
+                       st.text(max_size=8).filter(lambda s: s.isascii() and s.isprintable())))
+def test_header_length_with_every_value(fuzz_server, value):
+    body = json.dumps(VALID_INFER).encode()
+    c = Client(fuzz_server.port)
+    status, data = c.post("/v2/models/iris/infer", body, {"Inference-Header-Content-Length": value.encode("utf-8")})
+    _check_field_answer(status, data, [("Inference-Header-Content-Length",)])
+
+
 def test_server_still_serves_after_fuzzing(fuzz_server):
     assert _valid_ok(fuzz_server.port)
