@@ -79,9 +79,10 @@ demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge
 
 # ---------------------------------------------------------------- quality gates
 .PHONY: lint
-lint: venv ## yamllint, ansible-lint (production profile), argument_specs vs defaults
+lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, argument_specs vs defaults
 	yamllint -s .
 	ansible-lint --profile production --offline
+	antsibull-changelog lint
 	$(PY) tests/check_argument_specs.py
 
 .PHONY: sanity
