@@ -86,8 +86,8 @@ lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, 
 	$(PY) tests/check_argument_specs.py
 
 .PHONY: sanity
-sanity: venv ## ansible-test sanity for the collection's plugins
-	bash tests/sanity.sh
+sanity: installed ## ansible-test sanity on the collection installed from the tarball
+	bash tests/sanity.sh $(INSTALLED)/ansible_collections/modelops/serving
 
 .PHONY: unit
 unit: venv ## Unit tests of the collection's Python code; bad role variables fail early
@@ -125,8 +125,28 @@ rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, mainten
 	cd tests/integration && $(PY) -m pytest -q -s test_rollout.py -p no:cacheprovider
 
 .PHONY: test
-test: lint sanity unit runtime-test package-test molecule rollout-test ## Everything CI runs
+test: lint sanity collection-test unit runtime-test package-test molecule collection-lab rollout-test ## Everything CI runs
+
+# ---------------------------------------------------------------- the collection as users get it
+GALAXY_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL   := $(ROOT)/.cache/dist/modelops-serving-$(GALAXY_VERSION).tar.gz
+INSTALLED := $(ROOT)/.cache/installed
 
 .PHONY: build
-build: venv ## Build the collection tarball
-	ansible-galaxy collection build --force --output-path .cache/dist .
+build: venv ## Build the collection tarball, check what it holds, print its size and file count
+	rm -f $(ROOT)/.cache/dist/modelops-serving-*.tar.gz
+	ansible-galaxy collection build --force --output-path $(ROOT)/.cache/dist .
+	$(PY) tests/check_tarball.py $(TARBALL)
+
+.PHONY: installed
+installed: build ## Install the tarball, offline, into an empty collections path (.cache/installed)
+	rm -rf $(INSTALLED)
+	ANSIBLE_COLLECTIONS_PATH=$(INSTALLED) ansible-galaxy collection install --offline -p $(INSTALLED) $(TARBALL)
+
+.PHONY: collection-test
+collection-test: installed ## Installed copy alone: ansible-doc of every module and role, playbook syntax; galaxy-importer
+	bash tests/installed.sh docs $(INSTALLED) $(TARBALL)
+
+.PHONY: collection-lab
+collection-lab: installed integration ## Installed copy alone: our playbooks against the converged lab fleet change nothing
+	bash tests/installed.sh lab $(INSTALLED) $(INVENTORY)
