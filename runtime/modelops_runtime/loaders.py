@@ -14,12 +14,18 @@ Two entry points:
   on the exact bytes handed to the deserialiser, so there is no window
   between check and use.
 
+Before anything is deserialised, the file is checked for what loading it could
+run (:mod:`.picklescan` for pickle/joblib, :mod:`.formatscan` for Keras,
+SavedModel and TorchScript), with the trust the manifest records
+(:class:`Trust`); a refusal is an :class:`UnsafeModelError` (a LoadError).
+
 Heavy frameworks (TensorFlow, Keras, torch) are imported lazily, only when a
 model of that kind is loaded.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import warnings
@@ -28,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import formatscan, picklescan
 from . import manifest as mf
 from .schema import TensorSpec, dims_from_framework, numpy_to_v2, v2_to_numpy
 
@@ -36,8 +43,95 @@ class LoadError(Exception):
     """The model could not be loaded (corrupt file, wrong framework, missing package)."""
 
 
+class UnsafeModelError(LoadError):
+    """Loading the file could run code that nobody allowed: refused before it was loaded."""
+
+
+# --------------------------------------------------------------------------- trust
+
+
+class Trust:
+    """What a site decided to trust for one model (options.json at prepare, the manifest at serve).
+
+    * ``trusted_globals``: extra ``module.name`` globals a pickle may reference (added to the allowlist);
+    * ``trust_pickle``: do not check pickles at all;
+    * ``trust_model_code``: Keras Lambda layers (``safe_mode=False``), SavedModel ops and TorchScript
+      operators that the format checks refuse.
+    """
+
+    def __init__(self, trusted_globals=(), trust_pickle: bool = False, trust_model_code: bool = False):
+        self.trusted_globals = sorted(set(trusted_globals or ()))
+        self.trust_pickle = bool(trust_pickle)
+        self.trust_model_code = bool(trust_model_code)
+
+    @classmethod
+    def parse(cls, raw: dict | None, where: str) -> "Trust":
+        """From the keys trusted_globals / trust_pickle / trust_model_code of a dict; ValueError names the key."""
+        raw = raw or {}
+        globals_ = raw.get("trusted_globals") or []
+        if not isinstance(globals_, list):
+            raise ValueError(f"{where}: trusted_globals must be a list of 'module.name' strings")
+        for item in globals_:
+            try:
+                picklescan.parse_global(item)
+            except ValueError as exc:
+                raise ValueError(f"{where}: trusted_globals: {exc}") from None
+        for key in ("trust_pickle", "trust_model_code"):
+            if not isinstance(raw.get(key, False), bool):
+                raise ValueError(f"{where}: {key} must be true or false")
+        return cls(globals_, raw.get("trust_pickle", False), raw.get("trust_model_code", False))
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Trust":
+        return cls.parse(manifest.get("safety"), "manifest safety")
+
+    def allowlist(self):
+        """The pickle allowlist in force, or None when pickles are trusted."""
+        if self.trust_pickle:
+            return None
+        return picklescan.default_allowlist().extended(self.trusted_globals)
+
+    def to_json(self) -> dict:
+        return {"trusted_globals": list(self.trusted_globals), "trust_pickle": self.trust_pickle,
+                "trust_model_code": self.trust_model_code}
+
+
+def check_pickle(data: bytes, what: str, trust: Trust) -> dict:
+    """Scan a pickle/joblib file's bytes; the record for the manifest, or UnsafeModelError."""
+    allow = trust.allowlist()
+    if allow is None:
+        return {"format": "pickle", "checked": False, "reason": "trust_pickle is true: not checked"}
+    report = picklescan.scan_bytes(data, allow, what)
+    if not report.ok:
+        raise UnsafeModelError(report.message())
+    record = {"format": "pickle", "checked": True, "allowlist_sha256": picklescan.allowlist_digest()}
+    record.update(report.to_json())
+    record.pop("problem", None)
+    record.pop("disallowed", None)
+    return record
+
+
+def check_format(framework: str, source, what: str, trust: Trust) -> dict:
+    """Keras / SavedModel / TorchScript: refuse what could run code, unless trust_model_code."""
+    checks = {"keras": formatscan.check_keras, "tensorflow": formatscan.check_savedmodel,
+              "torchscript": formatscan.check_torchscript}
+    if framework not in checks:
+        return {"format": framework, "checked": False, "reason": "nothing in the format runs code"}
+    report = checks[framework](source)
+    report.name = what
+    if not report.ok and not trust.trust_model_code:
+        raise UnsafeModelError(report.message())
+    record = {"checked": True}
+    record.update(report.to_json())
+    if framework == "keras":
+        record["safe_mode"] = not trust.trust_model_code
+    return record
+
+
 class Model:
     framework = "unknown"
+
+    safety: dict | None = None  # what the load-time safety check found (load_source)
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec]):
         self.inputs = inputs
@@ -192,15 +286,40 @@ def _sklearn_from_estimator(est, probe: np.ndarray | None) -> SklearnModel:
     return SklearnModel(est, inputs, outputs)
 
 
-def _unpickle_sklearn(data: bytes, what: str):
+def _unpickle_sklearn(data: bytes, what: str, trust: Trust, checked: bool = False):
+    """Check, then unpickle through joblib's unpickler with find_class held to the same allowlist."""
+    if not checked:
+        check_pickle(data, what, trust)
     try:
-        import joblib  # handles plain pickles and joblib dumps (also compressed)
+        from joblib.numpy_pickle import NumpyUnpickler
+    except ImportError as exc:
+        raise LoadError(f"joblib is not installed; cannot load {what}") from exc
+    allow = trust.allowlist()
 
-        return joblib.load(io.BytesIO(data))
-    except ImportError:
-        import pickle
+    class _Blocked(Exception):
+        pass
 
-        return pickle.loads(data)
+    class _AllowlistUnpickler(NumpyUnpickler):
+        # A second line behind the static check: the names are checked again as they are imported
+        # (joblib routes nested object-array pickles through this find_class too).
+        def find_class(self, module, name):
+            pair = (module, name)
+            if self.proto < 3 and self.fix_imports:
+                if pair in _compat_pickle.NAME_MAPPING:
+                    pair = _compat_pickle.NAME_MAPPING[pair]
+                elif module in _compat_pickle.IMPORT_MAPPING:
+                    pair = (_compat_pickle.IMPORT_MAPPING[module], name)
+            if allow is not None and pair not in allow:
+                raise _Blocked(picklescan.display_name(*pair))
+            return super().find_class(module, name)
+
+    try:
+        _kind, stream = picklescan.open_stream(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _AllowlistUnpickler("", stream, True).load()
+    except _Blocked as exc:
+        raise UnsafeModelError(f"refusing to unpickle {what}: it imports {exc} outside the allowlist") from None
     except Exception as exc:
         raise LoadError(f"cannot load {what} as a scikit-learn pickle/joblib file: {type(exc).__name__}: {exc}") from exc
 
@@ -337,14 +456,17 @@ class KerasModel(Model):
         return {n: out[n] for n in (wanted or self.output_names)}
 
 
-def _load_keras(path: Path, threads: int) -> KerasModel:
+def _load_keras(path: Path, threads: int, trust: Trust, checked: bool = False) -> KerasModel:
+    if not checked:
+        check_format("keras", path, path.name, trust)
     _import_tf(str(path), threads)
     try:
         import keras
     except ImportError as exc:
         raise LoadError(f"keras is not installed; cannot load {path.name}") from exc
     try:
-        model = keras.models.load_model(str(path), compile=False)
+        # safe_mode: Keras itself refuses Lambda layers' bytecode unless the model is trusted.
+        model = keras.models.load_model(str(path), compile=False, safe_mode=not trust.trust_model_code)
     except Exception as exc:
         raise LoadError(f"cannot load {path.name} as a Keras model: {type(exc).__name__}: {exc}") from exc
     inputs = []
@@ -381,7 +503,9 @@ class SavedModel(Model):
         return out
 
 
-def _load_savedmodel(path: Path, threads: int) -> SavedModel:
+def _load_savedmodel(path: Path, threads: int, trust: Trust, checked: bool = False) -> SavedModel:
+    if not checked:
+        check_format("tensorflow", path, path.name, trust)
     tf = _import_tf(str(path), threads)
     try:
         loaded = tf.saved_model.load(str(path))
@@ -440,7 +564,9 @@ def _torch(what: str, threads: int):
     return torch
 
 
-def _torchscript_module(data: bytes, what: str, threads: int):
+def _torchscript_module(data: bytes, what: str, threads: int, trust: Trust, checked: bool = False):
+    if not checked:
+        check_format("torchscript", data, what, trust)
     torch = _torch(what, threads)
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
@@ -488,26 +614,38 @@ def load_source(
     inputs: list[dict] | None = None,
     outputs: list[dict] | None = None,
     threads: int = 1,
+    trust: Trust | None = None,
 ) -> Model:
-    """Load a model from the build source and infer its schema (used by prepare)."""
+    """Load a model from the build source and infer its schema (used by prepare).
+
+    The safety check's record (for the manifest) is left in ``model.safety``.
+    """
+    trust = trust or Trust()
     path = Path(path)
     if framework != "tensorflow" and path.is_dir():
         raise LoadError(f"{path} is a directory, but a {framework} model is a single file")
     if not path.exists():
         raise LoadError(f"{path} does not exist")
     if framework == "sklearn":
-        est = _unpickle_sklearn(_read(path, framework), path.name)
+        data = _read(path, framework)
+        record = check_pickle(data, path.name, trust)
+        est = _unpickle_sklearn(data, path.name, trust, checked=True)
         model = _sklearn_from_estimator(est, probe)
     elif framework == "onnx":
+        record = check_format(framework, None, path.name, trust)
         model = _onnx_from_session(_onnx_session(_read(path, framework), path.name, threads))
     elif framework == "keras":
-        model = _load_keras(path, threads)
+        record = check_format(framework, path, path.name, trust)
+        model = _load_keras(path, threads, trust, checked=True)
     elif framework == "tensorflow":
         if not path.is_dir():
             raise LoadError(f"{path} is not a directory; a TensorFlow SavedModel is a directory")
-        model = _load_savedmodel(path, threads)
+        record = check_format(framework, path, path.name, trust)
+        model = _load_savedmodel(path, threads, trust, checked=True)
     elif framework == "torchscript":
-        module, torch = _torchscript_module(_read(path, framework), path.name, threads)
+        data = _read(path, framework)
+        record = check_format(framework, data, path.name, trust)
+        module, torch = _torchscript_module(data, path.name, threads, trust, checked=True)
         if inputs:
             specs_in = [TensorSpec.from_json(o) for o in inputs]
             specs_out = [TensorSpec.from_json(o) for o in (outputs or [])]
@@ -516,12 +654,16 @@ def load_source(
                     raise LoadError("TorchScript: give 'outputs' in the options or a sample")
                 model = _torchscript_schema(module, torch, probe)
                 model.apply_overrides(inputs, None)
+                model.safety = record
                 return model
-            return TorchScriptModel(module, specs_in, specs_out, torch)
+            model = TorchScriptModel(module, specs_in, specs_out, torch)
+            model.safety = record
+            return model
         model = _torchscript_schema(module, torch, probe)
     else:
         raise LoadError(f"unknown framework {framework!r}")
     model.apply_overrides(inputs, outputs)
+    model.safety = record
     return model
 
 
@@ -530,16 +672,20 @@ def _specs(manifest: dict, key: str) -> list[TensorSpec]:
 
 
 def load_served(model_dir: str | os.PathLike, manifest: dict, threads: int = 1) -> Model:
-    """Verify checksums and load the served model with the manifest's schema."""
+    """Verify checksums, check what the file could run, and load it with the manifest's schema."""
     model_dir = Path(model_dir)
     mf.verify_files(model_dir, manifest)
+    try:
+        trust = Trust.from_manifest(manifest)
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
     framework = manifest["framework"]
     entry = manifest["entrypoint"]
     inputs, outputs = _specs(manifest, "inputs"), _specs(manifest, "outputs")
     if framework == "sklearn":
         # Hash checked on the same bytes that get unpickled.
         data = mf.read_verified(model_dir, manifest, entry)
-        est = _unpickle_sklearn(data, entry)
+        est = _unpickle_sklearn(data, entry, trust)
         fast = bool((manifest.get("sklearn") or {}).get("label_from_probabilities"))
         return SklearnModel(est, inputs, outputs, label_from_proba=fast)
     if framework == "onnx":
@@ -547,13 +693,13 @@ def load_served(model_dir: str | os.PathLike, manifest: dict, threads: int = 1) 
         return OnnxModel(_onnx_session(data, entry, threads), inputs, outputs)
     if framework == "torchscript":
         data = mf.read_verified(model_dir, manifest, entry)
-        module, torch = _torchscript_module(data, entry, threads)
+        module, torch = _torchscript_module(data, entry, threads, trust)
         return TorchScriptModel(module, inputs, outputs, torch)
     if framework == "keras":
-        m = _load_keras(model_dir / entry, threads)
+        m = _load_keras(model_dir / entry, threads, trust)
         return KerasModel(m.model, inputs, outputs)
     if framework == "tensorflow":
-        m = _load_savedmodel(model_dir / entry, threads)
+        m = _load_savedmodel(model_dir / entry, threads, trust)
         return SavedModel(m.loaded, m.fn, inputs, outputs, m.tf)
     raise LoadError(f"unknown framework {framework!r}")
 

@@ -115,6 +115,16 @@ def validate(manifest: Any, where: str = "manifest") -> None:
             raise ManifestError(f"{where}: bad sha256 for {rel!r}")
     if not _safe_rel(manifest["entrypoint"]):
         raise ManifestError(f"{where}: unsafe entrypoint {manifest['entrypoint']!r}")
+    safety = manifest.get("safety")
+    if safety is not None:
+        if not isinstance(safety, dict):
+            raise ManifestError(f"{where}: 'safety' must be an object")
+        trusted = safety.get("trusted_globals", [])
+        if not isinstance(trusted, list) or not all(isinstance(g, str) for g in trusted):
+            raise ManifestError(f"{where}: safety.trusted_globals must be a list of strings")
+        for key in ("trust_pickle", "trust_model_code"):
+            if not isinstance(safety.get(key, False), bool):
+                raise ManifestError(f"{where}: safety.{key} must be true or false")
 
 
 def entry_files(manifest: dict) -> list[str]:

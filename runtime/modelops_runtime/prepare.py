@@ -21,14 +21,17 @@ import numpy as np
 
 from . import __version__, config, drift
 from . import manifest as mf
-from .loaders import LoadError, Model, OnnxModel, _onnx_session, load_source
+from .loaders import LoadError, Model, OnnxModel, Trust, _onnx_session, load_source
 from .samples import SampleMismatch, check_sample, validate_sample
 from .schema import TensorSpec
 
 KNOWN_KEYS = {
     "name", "version", "framework", "entrypoint", "reference_data", "sample",
     "convert_to_onnx", "inputs", "outputs", "runtime", "created_at", "drift_bins", "description",
+    "trusted_globals", "trust_pickle", "trust_model_code",
 }
+PICKLE_FRAMEWORKS = ("sklearn",)
+CODE_FRAMEWORKS = ("keras", "tensorflow", "torchscript")
 MAX_CHECK_ROWS = 100_000
 
 
@@ -101,6 +104,16 @@ def normalise_options(opts: dict, warn=None) -> dict:
                 [TensorSpec.from_json(o) for o in opts[key]]
             except ValueError as exc:
                 raise PrepareError(f"options: {key}: {exc}") from None
+    try:
+        trust = Trust.parse(opts, "options")
+    except ValueError as exc:
+        raise PrepareError(str(exc)) from None
+    if (trust.trusted_globals or trust.trust_pickle) and opts["framework"] not in PICKLE_FRAMEWORKS:
+        raise PrepareError(f"options: trusted_globals and trust_pickle apply to scikit-learn pickle/joblib files, "
+                           f"not to {opts['framework']} models")
+    if trust.trust_model_code and opts["framework"] not in CODE_FRAMEWORKS:
+        raise PrepareError(f"options: trust_model_code applies to Keras, SavedModel and TorchScript models, "
+                           f"not to {opts['framework']} models (pickles: trusted_globals / trust_pickle)")
     return {
         "name": name,
         "version": version,
@@ -115,6 +128,7 @@ def normalise_options(opts: dict, warn=None) -> dict:
         "created_at": opts.get("created_at"),
         "drift_bins": bins,
         "description": opts.get("description"),
+        "trust": trust,
     }
 
 
@@ -282,8 +296,16 @@ def prepare(source: str | Path, options: dict, out: str | Path, log=None) -> dic
     if probe is not None and probe.dtype.kind not in "biuf":
         probe = None
 
+    trust = opts["trust"]
+    if trust.trust_pickle:
+        log("WARNING: trust_pickle is true: the model file's pickle is NOT checked against the allowlist; "
+            "whatever code it references runs at this build and in every serving container")
+    if trust.trust_model_code:
+        log("WARNING: trust_model_code is true: Keras Lambda layers, SavedModel ops and TorchScript operators "
+            "that can run code or touch files are NOT refused for this model")
     try:
-        model = load_source(framework, entry_path, probe=probe, inputs=opts["inputs"], outputs=opts["outputs"])
+        model = load_source(framework, entry_path, probe=probe, inputs=opts["inputs"], outputs=opts["outputs"],
+                            trust=trust)
     except LoadError as exc:
         raise PrepareError(f"{framework} model {opts['entrypoint']}: {exc}") from None
 
@@ -360,6 +382,7 @@ def prepare(source: str | Path, options: dict, out: str | Path, log=None) -> dic
         "reference": reference,
         "sample": sample,
         "conversion": conversion,
+        "safety": dict(trust.to_json(), check=model.safety),
         "runtime": opts["runtime"],
         "runtime_version": __version__,
         "created_by": f"modelops_runtime {__version__} prepare",
