@@ -7,6 +7,7 @@ Requests go over the molecule network only; every loop is bounded.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,53 @@ def test_upstream_entry_point_switches_and_rejects_bad_config(gw, lb):
     assert curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"])[0] == 200
     # Reloads are graceful: the master process is the same one.
     assert gw.check_output("cat /run/nginx.pid") == master
+
+
+def test_reloads_under_load_lose_no_kept_alive_request(gw, lb):
+    """systemctl reload (the role's drop-in) while keep-alive clients call the LB: no request is lost."""
+    assert "modelops-nginx-reload" in lb.check_output("systemctl show nginx -p ExecReload")
+    script = (SCENARIO / "reload_client.py").read_text()
+    gw.run("cat > /tmp/reload_client.py <<'PYEOF'\n" + script + "PYEOF")
+    gw.run(f"rm -f /tmp/reload_client.json; nohup python3 /tmp/reload_client.py {LB} {KEYS['team-a']} 25 "
+           "> /tmp/reload_client.json 2>&1 &")
+    master = lb.check_output("cat /run/nginx.pid")
+    time.sleep(3)
+    for _ in range(5):
+        res = lb.run("systemctl reload nginx")
+        assert res.rc == 0, res.stderr
+        time.sleep(1)
+    deadline = time.monotonic() + 60
+    while gw.run("pgrep -f '[r]eload_client.py'").rc == 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    summary = json.loads(gw.check_output("cat /tmp/reload_client.json"))
+    print("reload under load:", summary)
+    assert summary["errors"] == [], summary
+    assert summary["requests"] >= 200 and summary["ok"] == summary["requests"], summary
+    # The close window really ran (clients were sent to fresh connections) ...
+    assert summary["closed_by_server"] > 0, summary
+    # ... and is over: the flag is gone and answers keep their connections again.
+    assert not lb.file("/run/modelops-nginx-closing").exists
+    _, headers, _ = curl(gw, f"https://{LB}/v2/models/echo/ready", key=KEYS["team-a"])
+    assert "close" not in headers.get("connection", [""])[0].lower()
+    assert lb.check_output("cat /run/nginx.pid") == master
+
+
+def test_drain_entry_point_turns_readiness_off_without_a_reload(gw, lb):
+    def drain(state):
+        run = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "verify_drain.yml"),
+                              "-e", f"drained={state}"], capture_output=True, text=True, timeout=300, check=False)
+        assert run.returncode == 0, run.stdout[-4000:]
+
+    workers = gw.check_output("pgrep -d, -P $(cat /run/nginx.pid)")
+    try:
+        drain("true")
+        status, _, body = curl(lb, f"https://{GW}/v2/health/ready")
+        assert status == 503 and json.loads(body) == {"ready": False, "reason": "drained for maintenance"}
+        # model routes still answer what arrives; nothing was reloaded
+        assert curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"])[0] == 200
+        assert gw.check_output("pgrep -d, -P $(cat /run/nginx.pid)") == workers
+    finally:
+        drain("false")
+    status, _, body = curl(lb, f"https://{GW}/v2/health/ready")
+    assert status == 200 and json.loads(body) == {"ready": True}
+    assert not gw.file("/var/lib/modelops-nginx-drained").exists
