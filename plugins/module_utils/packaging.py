@@ -11,14 +11,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import bz2
-import gzip
 import hashlib
+import importlib.util
 import io
 import json
-import lzma
 import os
-import pickletools
 import re
 import shutil
 import subprocess
@@ -26,7 +23,6 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-import zlib
 
 FRAMEWORKS = ("sklearn", "onnx", "keras", "tensorflow", "torchscript")
 LABEL_PREFIX = "io.modelops."
@@ -88,56 +84,63 @@ def _read_head(path, size=4096):
         return handle.read(size)
 
 
-def _pickle_globals(data):
-    """Module names referenced by a pickle stream, read without executing it.
+def default_runtime_dir():
+    """The serving runtime shipped next to these plugins (a checkout or an installed collection)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "runtime")
 
-    Returns (modules, complete): complete is False when the opcode stream ended
-    in data that is not pickle opcodes (joblib stores arrays inline that way).
+
+_RUNTIME_MODULES = {}
+
+
+def runtime_module(runtime_dir, name):
+    """Import one standard-library module of the serving runtime from its file.
+
+    The safety checks (picklescan, formatscan) exist once, in the runtime that goes into every
+    image; the packager runs that same code on the controller instead of a copy of it.
     """
-    modules = []
-    strings = []
-    complete = True
+    path = os.path.join(runtime_dir or default_runtime_dir(), "modelops_runtime", name + ".py")
+    if not os.path.isfile(path):
+        raise PackagingError("the serving runtime at %s has no %s (it predates the model safety checks)"
+                             % (runtime_dir, os.path.basename(path)))
+    real = os.path.realpath(path)
+    key = (real, os.path.getmtime(real))
+    module = _RUNTIME_MODULES.get(key)
+    if module is None:
+        modname = "_modelops_runtime_%s_%s" % (name, hashlib.sha256(real.encode("utf-8")).hexdigest()[:12])
+        spec = importlib.util.spec_from_file_location(modname, real)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        spec.loader.exec_module(module)
+        _RUNTIME_MODULES[key] = module
+    return module
+
+
+def _pickle_scan(path, runtime_dir, trusted_globals=()):
+    """The runtime's scan of a pickle/joblib file (None when it is not one), with its container."""
+    picklescan = runtime_module(runtime_dir, "picklescan")
     try:
-        for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
-            name = opcode.name
-            if name in ("GLOBAL", "INST"):
-                modules.append(str(arg).split(" ", 1)[0])
-            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"):
-                strings.append(str(arg))
-            elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                modules.append(strings[-2])
-            elif name == "STOP":
-                break
-    except Exception:  # pylint: disable=broad-except
-        complete = False
-    return modules, complete
+        allow = picklescan.default_allowlist().extended(trusted_globals)
+    except ValueError as exc:
+        raise PackagingError("trusted_globals: %s" % exc)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    kind = picklescan.sniff(head)
+    report = picklescan.scan_path(path, allow, name=path)
+    if kind in ("joblib-compat", "lz4"):
+        raise PackagingError("%s is %s" % (path, report.problem))
+    if kind == "none" and head[:1] != b"\x80" and report.problem is not None:
+        return None  # not a protocol 2+ pickle, and no clean protocol 0/1 pickle either
+    if kind != "none" and report.opcodes == 0:
+        return None  # starts like a compressed file but holds no pickle
+    return report
 
 
-def _decompress_joblib(data):
-    """Decompress a compressed joblib file's bytes, or None when not compressed."""
-    if data.startswith(b"\x1f\x8b"):
-        return gzip.decompress(data)
-    if data.startswith(b"BZh"):
-        return bz2.decompress(data)
-    if data.startswith(b"\xfd7zXZ\x00") or data.startswith(b"\x5d\x00\x00"):
-        return lzma.decompress(data)
-    if data.startswith(b"ZF"):  # joblib's own zlib container: "ZF" + length header
-        return zlib.decompress(data[data.index(b"x"):]) if b"x" in data[:32] else None
-    if data[:1] == b"\x78" and data[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
-        return zlib.decompress(data)
-    return None
-
-
-def _classify_pickle(path, data):
-    if data[:1] != b"\x80":
-        raw = _decompress_joblib(data)
-        if raw is None or raw[:1] != b"\x80":
-            return None
-        data = raw
-    modules, complete = _pickle_globals(data)
+def _classify_pickle(path, report):
+    modules = [name.split(":", 1)[0] for name in report.globals]
     if not modules:
-        if not complete:
-            raise PackagingError("%s starts like a pickle but is corrupt (no readable objects)" % path)
+        if report.problem is not None:
+            raise PackagingError("%s starts like a pickle but is corrupt (no readable objects): %s" % (path, report.problem))
         raise PackagingError("%s is a pickle that references no Python classes; it holds no model" % path)
     tops = set(m.split(".", 1)[0] for m in modules)
     for top, framework in _PICKLE_FRAMEWORKS.items():
@@ -149,7 +152,8 @@ def _classify_pickle(path, data):
             "%s is a pickle of a %s object; pickled models are only supported for scikit-learn "
             "(export the model to ONNX instead)" % (path, foreign[0]))
     raise PackagingError(
-        "%s is a pickle but references no scikit-learn class (found modules: %s)" % (path, ", ".join(sorted(tops))))
+        "%s is a pickle but references no scikit-learn class (found modules: %s; globals: %s)"
+        % (path, ", ".join(sorted(tops)), ", ".join(report.globals[:12])))
 
 
 def _read_varint(data, pos):
@@ -209,20 +213,19 @@ def _classify_zip(path):
     return None
 
 
-def detect_framework(path):
-    """Tell a model's framework from its content (the extension only breaks ties).
+def inspect_model(path, runtime_dir=None, trusted_globals=()):
+    """(framework, pickle scan report or None) from a model's content.
 
-    Returns one of FRAMEWORKS; raises PackagingError naming the file and the
-    problem when the content is unknown, corrupt or not a supported model.
+    Raises PackagingError naming the file and the problem when the content is unknown, corrupt
+    or not a supported model. A pickle/joblib file is walked to its end by the runtime's scanner
+    (never unpickled); its report is what check_model_safety judges.
     """
     if not os.path.exists(path):
         raise PackagingError("model path %s does not exist" % path)
     if os.path.isdir(path):
         entries = set(os.listdir(path))
         if "saved_model.pb" in entries or "saved_model.pbtxt" in entries:
-            if "variables" not in entries and "saved_model.pb" in entries:
-                pass  # a SavedModel without variables (constants only) is valid
-            return "tensorflow"
+            return "tensorflow", None
         raise PackagingError(
             "%s is a directory without saved_model.pb; only TensorFlow SavedModel directories are supported "
             "(give the model file itself otherwise)" % path)
@@ -231,19 +234,19 @@ def detect_framework(path):
         raise PackagingError("model file %s is empty" % path)
     head = _read_head(path, 16)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "keras"
+        return "keras", None
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         framework = _classify_zip(path)
         if framework:
-            return framework
+            return framework, None
         raise PackagingError("%s is a zip archive but neither a Keras .keras file nor a TorchScript archive" % path)
+    report = _pickle_scan(path, runtime_dir, trusted_globals)
+    if report is not None:
+        return _classify_pickle(path, report), report
     with open(path, "rb") as handle:
         data = handle.read()
-    framework = _classify_pickle(path, data)
-    if framework:
-        return framework
     if _looks_like_onnx(data):
-        return "onnx"
+        return "onnx", None
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
         raise PackagingError("%s has an .onnx name but is not a valid ONNX model (protobuf ModelProto); the file is corrupt" % path)
@@ -252,6 +255,71 @@ def detect_framework(path):
     raise PackagingError(
         "cannot tell the framework of %s from its content (supported: scikit-learn pickle/joblib, ONNX, "
         "Keras .h5/.keras, TensorFlow SavedModel directory, TorchScript .pt)" % path)
+
+
+def detect_framework(path, runtime_dir=None):
+    """Tell a model's framework from its content (the extension only breaks ties); see inspect_model."""
+    return inspect_model(path, runtime_dir)[0]
+
+
+# --------------------------------------------------------------------------- safety
+
+PICKLE_FRAMEWORKS = ("sklearn",)
+CODE_FRAMEWORKS = ("keras", "tensorflow", "torchscript")
+
+
+def check_model_safety(path, framework, params, runtime_dir, report=None):
+    """Refuse a model file that would run code when loaded, before anything is built.
+
+    Returns (record, warnings): the record says what was checked and trusted (it goes into the
+    module result; the image's manifest records the same from the build). Raises PackagingError
+    naming each offending global (pickles) or construct (Keras, SavedModel, TorchScript) and the file.
+    """
+    trusted = list(params.get("trusted_globals") or [])
+    trust_pickle = bool(params.get("trust_pickle"))
+    trust_code = bool(params.get("trust_model_code"))
+    name = "%s:%s" % (params.get("name"), params.get("version"))
+    if (trusted or trust_pickle) and framework not in PICKLE_FRAMEWORKS:
+        raise PackagingError("trusted_globals and trust_pickle apply to scikit-learn pickle/joblib files; %s holds a %s model"
+                             % (path, framework))
+    if trust_code and framework not in CODE_FRAMEWORKS:
+        raise PackagingError("trust_model_code applies to Keras, SavedModel and TorchScript models; %s holds a %s model%s"
+                             % (path, framework, " (pickles: trusted_globals, trust_pickle)" if framework == "sklearn" else ""))
+    record = {"trusted_globals": sorted(set(trusted)), "trust_pickle": trust_pickle, "trust_model_code": trust_code}
+    warnings = []
+    if framework in PICKLE_FRAMEWORKS:
+        if report is None or trusted:
+            report = _pickle_scan(path, runtime_dir, trusted)  # with the model's trusted globals
+        record["globals"] = sorted(report.globals)
+        if trust_pickle:
+            record["checked"] = False
+            warnings.append(
+                "trust_pickle is true for %s: %s was NOT checked against the allowlist; whatever code it references "
+                "runs at build time and in every container that serves it%s"
+                % (name, path, " (it references %s, outside the allowlist)" % ", ".join(report.disallowed)
+                   if report.disallowed else ""))
+        elif not report.ok:
+            raise PackagingError("refusing to package %s: %s" % (name, report.message()))
+        else:
+            record["checked"] = True
+        return record, warnings
+    if framework in CODE_FRAMEWORKS:
+        formatscan = runtime_module(runtime_dir, "formatscan")
+        check = {"keras": formatscan.check_keras, "tensorflow": formatscan.check_savedmodel,
+                 "torchscript": formatscan.check_torchscript}[framework]
+        found = check(path)
+        found.name = path
+        record["problems"] = list(found.problems)
+        if found.problems and not trust_code:
+            raise PackagingError("refusing to package %s: %s" % (name, found.message()))
+        record["checked"] = True
+        if trust_code:
+            warnings.append("trust_model_code is true for %s: %s is served even though it %s"
+                            % (name, path, "; ".join(found.problems) if found.problems
+                               else "was checked (nothing found); Keras loads it with safe_mode off"))
+        return record, warnings
+    record["checked"] = False
+    return record, warnings
 
 
 # --------------------------------------------------------------------------- requirements
@@ -470,6 +538,13 @@ def build_context(dest, params, framework, runtime_dir, wheel_dir):
     for key in ("inputs", "outputs", "description"):
         if params.get(key):
             options[key] = params[key]
+    # Trust decisions travel to the build (prepare checks with them and records them in the
+    # manifest, which the runtime reads); only when set, so other models' build inputs are unchanged.
+    if params.get("trusted_globals"):
+        options["trusted_globals"] = sorted(set(params["trusted_globals"]))
+    for key in ("trust_pickle", "trust_model_code"):
+        if params.get(key):
+            options[key] = True
     if params.get("runtime_options"):
         options["runtime"] = dict(params["runtime_options"])
     with open(os.path.join(dest, "options.json"), "w") as handle:
@@ -629,15 +704,20 @@ def package(params, client, check_mode=False, tmp_root=None, log=None):
     log = log or (lambda msg: None)
     validate_params(params)
     model_path = params["model_path"]
-    detected = detect_framework(model_path)
+    runtime_dir = params["runtime_dir"]
+    runtime_ver = runtime_version(runtime_dir)
+    detected, pickle_report = inspect_model(model_path, runtime_dir)
     framework = params.get("framework") or detected
     if framework != detected:
         raise PackagingError("framework=%s was given but %s holds a %s model" % (framework, model_path, detected))
-    runtime_dir = params["runtime_dir"]
-    runtime_ver = runtime_version(runtime_dir)
+    # Before any wheel is fetched or any build context made: a model that would run code is refused here.
+    safety, warnings = check_model_safety(model_path, framework, params, runtime_dir, pickle_report)
     repository, tag = image_reference(params)
     ref = "%s:%s" % (repository, tag)
-    result = {"changed": False, "image": ref, "framework": framework, "runtime_version": runtime_ver}
+    result = {"changed": False, "image": ref, "framework": framework, "runtime_version": runtime_ver,
+              "safety": safety}
+    if warnings:
+        result["warnings"] = list(warnings)
 
     groups = requirement_groups(framework, params.get("convert_to_onnx", True))
     requirements = [line for group in groups for line in read_requirements(runtime_dir, group)]
@@ -677,9 +757,10 @@ def package(params, client, check_mode=False, tmp_root=None, log=None):
             if not params.get("rebuild"):
                 # Same model files, other build inputs (a newer runtime, options, base image): keep the released
                 # image unless asked, so a collection upgrade never changes what a version tag serves.
-                result["warnings"] = ["%s was built from the same model files with other build inputs (runtime %s, now %s); "
-                                      "kept as it is: set rebuild=true to rebuild it"
-                                      % (ref, existing.labels.get(LABEL_PREFIX + "runtime.version", "?"), runtime_ver)]
+                result.setdefault("warnings", []).append(
+                    "%s was built from the same model files with other build inputs (runtime %s, now %s); "
+                    "kept as it is: set rebuild=true to rebuild it"
+                    % (ref, existing.labels.get(LABEL_PREFIX + "runtime.version", "?"), runtime_ver))
                 existing_hash = facts["content_hash"] = existing.labels.get(CONTENT_HASH_LABEL)
                 result["content_hash"] = existing_hash
         if existing and existing_hash == facts["content_hash"]:

@@ -19,6 +19,20 @@ description:
     (Open Inference Protocol / KServe V2, C(/predict), Prometheus metrics).
   - The framework is detected from the file's content, not only its name; a corrupt or unsupported file fails
     with a message naming the file and the problem.
+  - A model file that would run code when it is loaded is refused before anything is built. Unpickling a
+    scikit-learn pickle or joblib file imports and calls every global it names, so every global it references
+    (all of them, the file is walked to its end through joblib's inline arrays, object arrays and compression,
+    without executing anything) must be in the serving runtime's allowlist of what scikit-learn models are made
+    of (scikit-learn's classes, numpy and scipy array reconstruction, a few safe builtins); otherwise the task
+    fails naming each offending C(module.name) and the file. Extend the list per model with O(trusted_globals),
+    or switch the check off with O(trust_pickle=true) (a warning says so). The runtime checks again before it
+    unpickles, from the image's manifest, which records both settings.
+  - Keras files with C(Lambda) layers (Python bytecode) or configs that name code outside Keras, TensorFlow
+    SavedModels with ops that call Python (C(PyFunc), C(EagerPyFunc)), write or read files by path or talk to
+    other processes, and TorchScript archives whose code calls operators that read files (C(from_file)) or
+    reach other processes (C(torch.ops.c10d) and other non-core namespaces) are refused the same way unless
+    O(trust_model_code=true); Keras models are loaded with C(safe_mode). TorchScript code itself cannot import
+    Python modules; ONNX models run ONNX Runtime kernels only and are loaded from bytes (no external files).
   - Builds a deterministic build context (Dockerfile, runtime, model, options) and labels the image with a
     content hash; an image already built for the same inputs is not rebuilt (C(changed=false)).
   - Offline by design. Python packages are installed during the build from a wheelhouse on the controller
@@ -82,6 +96,30 @@ options:
   description:
     description: Free text recorded in the manifest.
     type: str
+  trusted_globals:
+    description:
+      - Globals a scikit-learn pickle/joblib file may reference beyond the runtime's allowlist, for example a
+        transformer class of your own (C(mypkg.features.Scaler)). Exact names, C(module.name), or
+        C(module:Qualified.name) for a nested class; no wildcards.
+      - Each one is imported and may be called whenever the model is loaded (at build time and in every serving
+        container), so list only code you trust and that is installed in the image.
+      - Recorded in the image's manifest; the runtime uses the same list. Only for scikit-learn models.
+    type: list
+    elements: str
+    default: []
+  trust_pickle:
+    description:
+      - Do not check the pickle's globals at all (build time and run time). The module result carries a warning
+        and the manifest records it. Only for scikit-learn models; prefer O(trusted_globals).
+    type: bool
+    default: false
+  trust_model_code:
+    description:
+      - Serve a Keras, SavedModel or TorchScript model even though it holds code (Keras C(Lambda) layers, which
+        are then loaded with C(safe_mode=false)) or ops/operators that touch files or other processes. The
+        module result carries a warning and the manifest records it.
+    type: bool
+    default: false
   runtime_options:
     description: Default serving options baked into the manifest (for example C(workers), C(cache_size), C(max_body_bytes)).
     type: dict
@@ -162,6 +200,9 @@ requirements:
   - docker (Python SDK) >= 6.0 on the host that runs the module
   - pip on that host when O(wheelhouse_fill=true)
 notes:
+  - "Security model: the check protects against model files that run code when loaded; it does not make a
+    hostile model's predictions trustworthy. Allowlisted classes are rebuilt from the file's values, which only
+    scikit-learn's own validation checks. See the runtime's README (Readiness and the security model)."
   - The image runs as uid 10001, works with a read-only root filesystem (only C(/tmp) must be writable), listens
     on port 8080 and stops gracefully on SIGTERM.
   - Image labels carry the model name, version, framework, sha256 of every model file, runtime version and content hash.
@@ -195,6 +236,16 @@ EXAMPLES = r"""
     archive_path: /srv/modelops/images/iris-1.tar
   delegate_to: localhost
   run_once: true
+
+- name: Package a pipeline that uses a transformer class of our own (installed in the image's base)
+  modelops.serving.model_package:
+    model_path: /data/models/churn-pipeline.joblib
+    name: churn
+    version: "4"
+    trusted_globals:
+      - churn_features.transformers.TenureBucketer
+    wheelhouse: /srv/modelops/wheelhouse
+  delegate_to: localhost
 
 - name: Package an ONNX model and push it to the site registry
   modelops.serving.model_package:
@@ -231,6 +282,14 @@ model_sha256:
   description: sha256 of every model file, by path inside the image's C(/model/original).
   returned: when the build context was made
   type: dict
+safety:
+  description:
+    - What the model safety check did - C(checked), C(trusted_globals), C(trust_pickle), C(trust_model_code), and
+      for pickles every global the file references (C(globals)), for other formats what was found (C(problems)).
+  returned: always
+  type: dict
+  sample: {"checked": true, "globals": ["numpy.dtype", "sklearn.linear_model._logistic.LogisticRegression"],
+           "trusted_globals": [], "trust_pickle": false, "trust_model_code": false}
 manifest:
   description: The image's C(/model/manifest.json) (served framework, conversion record, schema, reference statistics).
   returned: when the image exists
@@ -282,6 +341,9 @@ def main():
             inputs=dict(type="list", elements="dict"),
             outputs=dict(type="list", elements="dict"),
             description=dict(type="str"),
+            trusted_globals=dict(type="list", elements="str", default=[]),
+            trust_pickle=dict(type="bool", default=False),
+            trust_model_code=dict(type="bool", default=False),
             runtime_options=dict(type="dict"),
             resources=dict(type="dict"),
             base_image=dict(type="str", default="modelops-python:bookworm"),

@@ -799,11 +799,13 @@ class _Machine:
     def run(self):
         dispatch = _DISPATCH
         read = self.read
+        report = self.report
         while True:
             key = read(1)
             handler = dispatch.get(key[0])
             if handler is None:
                 self._fail("unknown pickle opcode 0x%02x" % key[0])
+            report.opcodes += 1
             if handler(self) is _STOP:
                 return self._stopped
 
@@ -813,7 +815,7 @@ class _Machine:
         if not 0 <= proto <= HIGHEST_PROTOCOL:
             self._fail("unsupported pickle protocol %d" % proto)
         self.proto = proto
-        self.report.protocol = max(self.report.protocol or 0, proto)
+        self.report.protocol = max(self.report.protocol, proto)
 
     def op_frame(self):
         size, = struct.unpack("<Q", self.read(8))
@@ -1236,9 +1238,10 @@ class ScanReport:
         self.problem = None
         self.position = None
         self.compression = "none"
-        self.protocol = None
+        self.protocol = 0
         self.arrays = 0
         self.nested = 0
+        self.opcodes = 0
         self._seen = set()
         self._special_seen = False
 
@@ -1286,7 +1289,7 @@ class ScanReport:
             parts.append("%s cannot be verified as a safe pickle%s: %s" % (self.name, where, self.problem))
         if not parts:
             return "%s: %d globals, all allowed" % (self.name, len(self.globals))
-        parts.append("refusing to load it; if you trust this file, list the globals in trusted_globals, "
+        parts.append("refused: if you trust this file, list the globals in trusted_globals, "
                      "or set trust_pickle: true to switch the check off for this model")
         return "; ".join(parts)
 
