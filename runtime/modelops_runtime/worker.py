@@ -173,7 +173,10 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_term)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    # Unblock only once the loop runs: a SIGTERM that arrived during start-up is pending
+    # and is delivered at the unblock; uvloop watches for signals only while it runs, so
+    # delivered before that, it would be lost and the worker would ignore the drain.
+    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     try:
         log.info("worker_started", worker=index, restarted=restarted, loop=loop_name)

@@ -265,11 +265,11 @@ def test_a_port_belongs_to_one_server(tmp_path, onnx_model_dir):
         assert second.returncode == 2, second.stdout
         assert f"port {port} on 127.0.0.1 is already in use by another process" in second.stdout
         # every fresh connection still reaches the first server's own workers
-        worker_pids = {r["pid"] for r in first.logs() if r.get("event") == "worker_started"}
+        wait_for(lambda: all(metric(first.metrics_text(), "modelops_worker_ready", worker=str(w)) == 1 for w in (0, 1)),
+                 60, "both workers ready", first)
         for _ in range(40):
-            status, headers, _ = first.request("POST", "/v2/models/iris/infer", json.dumps(ROW))
-            assert status == 200
-        assert first.proc.poll() is None and len(worker_pids) == 2
+            assert first.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
+        assert first.proc.poll() is None
     finally:
         assert first.stop() == 0
 
@@ -298,3 +298,26 @@ def test_every_request_after_ready_is_answered_under_contention(tmp_path, onnx_m
         for h in hogs:
             h.kill()
             h.wait()
+
+
+def test_sigterm_during_start_up_drains_every_worker(tmp_path, onnx_model_dir):
+    """A stop that arrives while workers are still starting is a drain, not something to ignore.
+
+    Before, such a SIGTERM was delivered before the worker's event loop ran and was lost: the
+    workers loaded their models and served on until the supervisor's deadline killed them."""
+    env = dict(os.environ, PYTHONPATH=str(RUNTIME_DIR))
+    log_path = tmp_path / "early-stop.log"
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "modelops_runtime", "serve", "--model-dir", str(onnx_model_dir),
+                                 "--host", "127.0.0.1", "--port", "0", "--workers", "3", "--drain-timeout", "2"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: '"event":"starting"' in log_path.read_text(), 30, "supervisor start")
+        proc.send_signal(signal.SIGTERM)
+        # A worker that ignored the signal would be killed at the deadline (exit code != 0).
+        assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = [json.loads(line).get("event") for line in log_path.read_text().splitlines() if line.startswith("{")]
+    assert events.count("drained") == 3 and "stopped" in events, events
