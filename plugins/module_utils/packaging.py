@@ -318,6 +318,13 @@ def check_model_safety(path, framework, params, runtime_dir, report=None):
                             % (name, path, "; ".join(found.problems) if found.problems
                                else "was checked (nothing found); Keras loads it with safe_mode off"))
         return record, warnings
+    if framework == "onnx":
+        found = runtime_module(runtime_dir, "formatscan").check_onnx(path)
+        found.name = path
+        if found.problems:
+            raise PackagingError("refusing to package %s: %s" % (name, found.message()))
+        record["checked"] = True
+        return record, warnings
     record["checked"] = False
     return record, warnings
 

@@ -32,7 +32,9 @@ description:
     other processes, and TorchScript archives whose code calls operators that read files (C(from_file)) or
     reach other processes (C(torch.ops.c10d) and other non-core namespaces) are refused the same way unless
     O(trust_model_code=true); Keras models are loaded with C(safe_mode). TorchScript code itself cannot import
-    Python modules; ONNX models run ONNX Runtime kernels only and are loaded from bytes (no external files).
+    Python modules. ONNX models run ONNX Runtime kernels only; one whose tensors keep their data in external files
+    is refused whatever the trust (loaded from bytes, ONNX Runtime would read those paths relative to the
+    working directory).
   - Builds a deterministic build context (Dockerfile, runtime, model, options) and labels the image with a
     content hash; an image already built for the same inputs is not rebuilt (C(changed=false)).
   - Offline by design. Python packages are installed during the build from a wheelhouse on the controller

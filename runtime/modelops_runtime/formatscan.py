@@ -31,6 +31,11 @@ What each format can run, and what is refused:
   reach files or other processes (``from_file``, and any ``torch.ops`` namespace outside
   aten/prim/quantized/mkldnn/onednn/sparse, e.g. ``c10d`` collectives, ``debugprims``).
   A plain ``torch.save`` pickle is never TorchScript (refused by detection).
+* **ONNX**: ONNX Runtime kernels only, no code. But a tensor may keep its data in an
+  "external data" file named by a relative path, and a model loaded from bytes (as the
+  runtime loads it) resolves that path against the working directory: a file of the model's
+  choosing becomes its weights. The packager ships single files, so external data is never
+  legitimate here: refused, whatever the trust.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import os
 import re
 import zipfile
 
-__all__ = ["FormatReport", "check_keras", "check_savedmodel", "check_torchscript"]
+__all__ = ["FormatReport", "check_keras", "check_onnx", "check_savedmodel", "check_torchscript"]
 
 
 class FormatReport:
@@ -50,6 +55,7 @@ class FormatReport:
         self.name = name
         self.problems = []
         self.details = {}
+        self.corrupt = None  # the file is not even a valid container of its format
 
     @property
     def ok(self) -> bool:
@@ -62,7 +68,10 @@ class FormatReport:
     def message(self) -> str:
         if self.ok:
             return "%s: nothing found that runs code or touches files" % self.name
-        return ("%s can run code or touch files when it is loaded or served: %s; refusing to load it "
+        if self.format == "onnx":
+            return ("%s reads other files when it is loaded: %s; refused (save the model with its weights inside, "
+                    "onnx.save(model, path, save_as_external_data=False))" % (self.name, "; ".join(self.problems)))
+        return ("%s can run code or touch files when it is loaded or served: %s; refused "
                 "(set trust_model_code: true for this model if you trust the file)"
                 % (self.name, "; ".join(self.problems)))
 
@@ -188,6 +197,34 @@ def _varint(data, pos):
         shift += 7
 
 
+def _skip_group(data, pos, field):
+    """Skip a (deprecated) group up to its END_GROUP, as protobuf parsers skip unknown groups."""
+    depth = 1
+    while depth:
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        if wire == 0:
+            _value, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            pos += length
+        elif wire == 5:
+            pos += 4
+        elif wire == 3:
+            depth += 1
+        elif wire == 4:
+            depth -= 1
+            if depth == 0 and key >> 3 != field:
+                raise _ProtoError("mismatched end of group")
+        else:
+            raise _ProtoError("invalid wire type %d" % wire)
+        if pos > len(data):
+            raise _ProtoError("truncated message")
+    return pos
+
+
 def _fields(data):
     """(field number, wire type, value) of one message; length-delimited values are memoryviews."""
     data = memoryview(data)
@@ -204,8 +241,11 @@ def _fields(data):
             value, pos = data[pos:pos + length], pos + length
         elif wire == 5:
             value, pos = data[pos:pos + 4], pos + 4
+        elif wire == 3:
+            pos = _skip_group(data, pos, field)
+            continue
         else:
-            raise _ProtoError("unsupported wire type %d" % wire)
+            raise _ProtoError("invalid wire type %d" % wire)
         if pos > len(data):
             raise _ProtoError("truncated message")
         yield field, wire, value
@@ -449,4 +489,94 @@ def check_torchscript(source) -> FormatReport:
                         report.add("%s calls torch.ops.%s operators" % (entry.split("/", 1)[-1], ns))
     except (zipfile.BadZipFile, OSError, KeyError) as exc:
         report.add("the archive cannot be read (%s)" % exc)
+    return report
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _onnx_tensor(data, where, report):
+    external = False
+    location = None
+    for f, w, v in _fields(data):
+        if f == 14 and w == 0 and v == 1:  # data_location = EXTERNAL
+            external = True
+        elif f == 13 and w == 2:  # external_data entry
+            external = True
+            key = value = None
+            for ef, ew, ev in _fields(v):
+                if ef == 1 and ew == 2:
+                    key = _text(ev)
+                elif ef == 2 and ew == 2:
+                    value = _text(ev)
+            if key == "location":
+                location = value
+    if external:
+        report.add("%s keeps its data in an external file%s" % (where, " (%r)" % location if location else ""))
+
+
+def _onnx_attribute(data, where, report, depth):
+    for f, w, v in _fields(data):
+        if w != 2:
+            continue
+        if f in (5, 10):  # t, tensors
+            _onnx_tensor(v, where, report)
+        elif f in (6, 11):  # g, graphs
+            _onnx_graph(v, where, report, depth + 1)
+        elif f in (22, 23):  # sparse_tensor(s)
+            _onnx_sparse(v, where, report)
+
+
+def _onnx_sparse(data, where, report):
+    for f, w, v in _fields(data):
+        if f in (1, 2) and w == 2:
+            _onnx_tensor(v, where, report)
+
+
+def _onnx_graph(data, where, report, depth=0):
+    if depth > 64:
+        report.add("subgraphs nested too deeply to check")
+        return
+    for f, w, v in _fields(data):
+        if w != 2:
+            continue
+        if f == 5:  # initializer
+            name = next((_text(tv) for tf, tw, tv in _fields(v) if tf == 8 and tw == 2), "?")
+            _onnx_tensor(v, "initializer %r" % name, report)
+        elif f == 15:
+            _onnx_sparse(v, where + " (sparse initializer)", report)
+        elif f == 1:  # node
+            for nf, nw, nv in _fields(v):
+                if nf == 5 and nw == 2:
+                    _onnx_attribute(nv, where + " (node attribute)", report, depth)
+
+
+def check_onnx(source) -> FormatReport:
+    """An ONNX ModelProto, as a path or as the bytes the runtime hands to ONNX Runtime."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "model", bytes(source)
+    else:
+        name = os.path.basename(str(source))
+        with open(str(source), "rb") as handle:
+            data = handle.read()
+    report = FormatReport("onnx", name)
+    try:
+        for f, w, v in _fields(data):
+            if w != 2:
+                continue
+            if f == 7:  # graph
+                _onnx_graph(v, "the graph", report)
+            elif f == 20:  # training_info: initialization / algorithm graphs
+                for tf, tw, tv in _fields(v):
+                    if tf in (1, 2) and tw == 2:
+                        _onnx_graph(tv, "training info", report)
+            elif f == 25:  # functions
+                for ff, fw, fv in _fields(v):
+                    if ff == 7 and fw == 2:
+                        for nf, nw, nv in _fields(fv):
+                            if nf == 5 and nw == 2:
+                                _onnx_attribute(nv, "a model function", report, 0)
+    except _ProtoError as exc:
+        report.corrupt = "not a valid ONNX protobuf (%s)" % exc
+        report.add("the model cannot be parsed (%s)" % exc)
     return report

@@ -112,14 +112,19 @@ def check_pickle(data: bytes, what: str, trust: Trust) -> dict:
 
 
 def check_format(framework: str, source, what: str, trust: Trust) -> dict:
-    """Keras / SavedModel / TorchScript: refuse what could run code, unless trust_model_code."""
+    """Keras / SavedModel / TorchScript: refuse what could run code, unless trust_model_code.
+
+    ONNX: refuse external data (never legitimate in a single-file model), whatever the trust.
+    """
     checks = {"keras": formatscan.check_keras, "tensorflow": formatscan.check_savedmodel,
-              "torchscript": formatscan.check_torchscript}
+              "torchscript": formatscan.check_torchscript, "onnx": formatscan.check_onnx}
     if framework not in checks:
-        return {"format": framework, "checked": False, "reason": "nothing in the format runs code"}
+        return {"format": framework, "checked": False, "reason": "not a format this runtime checks"}
     report = checks[framework](source)
     report.name = what
-    if not report.ok and not trust.trust_model_code:
+    if report.corrupt:
+        raise LoadError(f"cannot load {what} as an ONNX model: {report.corrupt}")
+    if not report.ok and (framework == "onnx" or not trust.trust_model_code):
         raise UnsafeModelError(report.message())
     record = {"checked": True}
     record.update(report.to_json())
@@ -632,8 +637,9 @@ def load_source(
         est = _unpickle_sklearn(data, path.name, trust, checked=True)
         model = _sklearn_from_estimator(est, probe)
     elif framework == "onnx":
-        record = check_format(framework, None, path.name, trust)
-        model = _onnx_from_session(_onnx_session(_read(path, framework), path.name, threads))
+        data = _read(path, framework)
+        record = check_format(framework, data, path.name, trust)
+        model = _onnx_from_session(_onnx_session(data, path.name, threads))
     elif framework == "keras":
         record = check_format(framework, path, path.name, trust)
         model = _load_keras(path, threads, trust, checked=True)
@@ -690,6 +696,7 @@ def load_served(model_dir: str | os.PathLike, manifest: dict, threads: int = 1) 
         return SklearnModel(est, inputs, outputs, label_from_proba=fast)
     if framework == "onnx":
         data = mf.read_verified(model_dir, manifest, entry)
+        check_format("onnx", data, entry, trust)
         return OnnxModel(_onnx_session(data, entry, threads), inputs, outputs)
     if framework == "torchscript":
         data = mf.read_verified(model_dir, manifest, entry)

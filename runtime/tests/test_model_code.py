@@ -178,6 +178,44 @@ def test_torchscript_operators_that_reach_files_or_processes_are_refused():
     assert formatscan.check_torchscript(_torchscript(quantized)).ok
 
 
+def _onnx_with_external_data(location):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if location:
+        tensor = model.graph.initializer[0]
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "48")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+def test_onnx_external_data_is_refused_whatever_the_trust(tmp_path, monkeypatch):
+    """Loaded from bytes, ONNX Runtime reads external data relative to the working directory."""
+    import onnxruntime as ort
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret").write_bytes(b"s3cr3t-bytes-that-become-weights-0123456789abcd"[:48].ljust(48, b"!"))
+    evil = _onnx_with_external_data("secret")
+    ort.InferenceSession(evil, providers=["CPUExecutionProvider"])  # positive control: it does load the file
+    assert formatscan.check_onnx(_onnx_with_external_data(None)).ok
+    report = formatscan.check_onnx(evil)
+    assert not report.ok and "initializer 'W' keeps its data in an external file ('secret')" in report.message()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(evil)
+    with pytest.raises(PrepareError, match="external file"):
+        prepare(src, {"name": "m", "version": "1", "framework": "onnx", "entrypoint": "model.onnx",
+                      "sample": {"instances": [[1, 2, 3, 4]]}}, tmp_path / "out", log=lambda m: None)
+
+
 def test_trust_model_code_only_for_the_formats_it_covers(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -221,11 +221,25 @@ def test_savedmodel_and_torchscript_are_checked(tmp_path):
         pk.check_model_safety(str(ts), "torchscript", {"name": "m", "version": "1"}, RUNTIME)
 
 
-def test_onnx_needs_no_trust(tmp_path, models):
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_iris
+def test_onnx_models_reading_external_files_are_refused(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
 
+    weights = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], [weights])
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "model.onnx"
-    path.write_bytes(to_onnx(models["lr"], load_iris().data[:1].astype("float32")).SerializeToString())
+    path.write_bytes(onx.SerializeToString())
+    assert pk.detect_framework(str(path), RUNTIME) == "onnx"
     record, warnings = pk.check_model_safety(str(path), "onnx", {"name": "m", "version": "1"}, RUNTIME)
-    assert record["checked"] is False and not warnings
+    assert record["checked"] is True and not warnings
+    tensor = onx.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "etc/passwd"
+    path.write_bytes(onx.SerializeToString())
+    with pytest.raises(pk.PackagingError, match=r"external file \('etc/passwd'\)"):
+        pk.package(_params(tmp_path, path, name="m"), UntouchableEngine(), tmp_root=str(tmp_path))
