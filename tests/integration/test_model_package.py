@@ -8,9 +8,11 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
+from fractions import Fraction
 
 import docker
 import joblib
@@ -22,6 +24,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "runtime", "tests"))
+from smuggle import evil_logistic_regression, smuggle  # noqa: E402  pylint: disable=wrong-import-position
+
 WHEELHOUSE = os.path.join(ROOT, ".cache", "wheelhouse")
 PREFIX = "modelops-test"
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -237,3 +242,76 @@ def test_archive_for_air_gapped_hosts(client, tmp_path, sklearn_files):
     assert "manifest.json" in names
     again = run_module(tmp_path, base_args(sklearn_files, "iris", "1", archive_path=str(archive)))
     assert again["changed"] is False
+
+
+def _images_of(client, name):
+    return client.images.list(filters={"label": "io.modelops.model.name=%s" % name})
+
+
+def test_package_playbook_refuses_a_model_that_runs_code_before_any_build(client, tmp_path, sklearn_files):
+    """The issue, as a new user meets it: playbooks/package.yml with a joblib LogisticRegression whose extra
+    attribute reduces to os.system("touch ..."). It must fail naming the global and the file; no image, no tag."""
+    marker = tmp_path / "PWNED"
+    evil, names = evil_logistic_regression(str(marker), "posix.system", "attribute")
+    path = tmp_path / "evil.joblib"
+    joblib.dump(evil, path)
+    extra = {"model_path": str(path), "model_name": "evil", "model_version": "1", "wheelhouse": WHEELHOUSE,
+             "wheelhouse_fill": True, "model_reference_data": sklearn_files["reference"]}
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".cache", "collections"),
+               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), PATH=VENV_BIN + ":" + os.environ["PATH"])
+    try:
+        proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,",
+                               os.path.join(ROOT, "playbooks", "package.yml"), "-e", "@%s" % (tmp_path / "vars.json")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out[-3000:]
+        assert "refusing to package evil:1" in out and str(path) in out, out[-3000:]
+        assert all(name in out for name in names), out[-3000:]
+        assert not client.images.list(name="modelops/evil") and not _images_of(client, "evil")
+    finally:
+        for image in client.images.list(name="modelops/evil"):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+    assert not marker.exists()
+
+
+def test_smuggled_callable_in_an_object_array_is_refused_in_check_mode_too(client, tmp_path, sklearn_files):
+    marker = tmp_path / "PWNED"
+    evil, names = evil_logistic_regression(str(marker), "builtins.exec", "object_array")
+    path = tmp_path / "evil.joblib"
+    joblib.dump(evil, path, compress=3)
+    for check in (True, False):
+        res = run_module(tmp_path, base_args(dict(sklearn_files, model=str(path)), "evil", "2"), check=check)
+        assert res.get("failed") and all(n in res["msg"] for n in names) and str(path) in res["msg"], res.get("msg")
+    assert not client.images.list(name="%s/evil" % PREFIX) and not _images_of(client, "evil")
+    assert not marker.exists()
+
+
+def test_trusted_globals_let_a_model_through_and_are_recorded(client, tmp_path, sklearn_files, iris):
+    x, y = iris
+    model = smuggle(LogisticRegression(max_iter=500).fit(x, y), Fraction(1, 3))
+    path = tmp_path / "fraction.joblib"
+    joblib.dump(model, path)
+    files = dict(sklearn_files, model=str(path))
+    refused = run_module(tmp_path, base_args(files, "trusted", "1"))
+    assert refused.get("failed") and "fractions.Fraction" in refused["msg"], refused.get("msg")
+    assert not client.images.list(name="%s/trusted" % PREFIX)
+    res = run_module(tmp_path, base_args(files, "trusted", "1", trusted_globals=["fractions.Fraction"],
+                                         convert_to_onnx=False))
+    assert not res.get("failed"), res.get("msg")
+    assert res["safety"]["trusted_globals"] == ["fractions.Fraction"] and res["safety"]["checked"] is True
+    safety = res["manifest"]["safety"]
+    assert safety["trusted_globals"] == ["fractions.Fraction"] and safety["trust_pickle"] is False
+    assert "fractions.Fraction" in safety["check"]["globals"] and res["manifest"]["framework"] == "sklearn"
+    again = run_module(tmp_path, base_args(files, "trusted", "1", trusted_globals=["fractions.Fraction"],
+                                           convert_to_onnx=False))
+    assert again["changed"] is False
+    container, port = start(client, res["image"])  # the runtime checks again, with the manifest's list
+    try:
+        req = urllib.request.Request("http://127.0.0.1:%d/predict" % port, method="POST",
+                                     data=json.dumps({"instances": files["rows"]}).encode())
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["predictions"] == files["expected"]
+    finally:
+        container.remove(force=True)
