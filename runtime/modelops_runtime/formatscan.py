@@ -461,7 +461,8 @@ def check_savedmodel(path) -> FormatReport:
 
 _TORCH_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "mkldnn", "mkldnn_prepacked", "onednn", "mkl",
                      "sparse", "profiler"}
-_TORCH_OPS = re.compile(rb"\bops\.([A-Za-z_][A-Za-z0-9_]*)\.")
+# ``ops.<namespace>.<op>`` as TorchScript serialises operator calls (not ``self.ops.x``, a submodule)
+_TORCH_OPS = re.compile(rb"(?:^|[^\w.]|\btorch\.)ops\.([A-Za-z_][A-Za-z0-9_]*)\.", re.M)
 _TORCH_FILE = re.compile(rb"\bfrom_file\b")
 
 

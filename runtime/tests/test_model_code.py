@@ -176,6 +176,10 @@ def test_torchscript_operators_that_reach_files_or_processes_are_refused():
     assert "torch.ops.c10d" in formatscan.check_torchscript(_torchscript(collective)).message()
     quantized = LINEAR.replace("torch.linear(x, self.weight, self.bias)", "ops.quantized.linear(x, self._packed, 1.0, 0)")
     assert formatscan.check_torchscript(_torchscript(quantized)).ok
+    submodule = LINEAR.replace("torch.linear(x, self.weight, self.bias)", "self.ops.layer.forward(x)")
+    assert formatscan.check_torchscript(_torchscript(submodule)).ok
+    spelled_out = LINEAR.replace("return", "_1 = torch.ops.debugprims.load_tensor(\"t\", [1], [1], dtype=6)\n    return")
+    assert "torch.ops.debugprims" in formatscan.check_torchscript(_torchscript(spelled_out)).message()
 
 
 def _onnx_with_external_data(location):
