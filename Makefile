@@ -11,6 +11,11 @@ VENV      := $(ROOT)/.venv
 PY        := $(VENV)/bin/python
 COLL_LINK := $(ROOT)/.cache/collections/ansible_collections/modelops/serving
 INVENTORY ?= inventories/lab
+# The test suite's own lab: its own containers, network, state, model files and
+# image namespace (inventories/testlab/group_vars/all/lab.yml), so that `make test`
+# never touches what `make demo` or a user's playbooks built.
+TEST_INVENTORY := inventories/testlab
+TEST_CACHE := $(ROOT)/.cache/testlab
 export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.cache/collections:$(HOME)/.ansible/collections:/usr/share/ansible/collections
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export PATH := $(VENV)/bin:$(PATH)
@@ -66,12 +71,17 @@ lab-down: ## Remove every container, network and volume the lab made, nothing el
 	@if [ -x $(PY) ]; then $(PY) lab/lab.py down --inventory $(INVENTORY); else python3 lab/lab.py down --inventory $(INVENTORY); fi
 
 DEMO_DIR := $(ROOT)/.cache/demo
-$(DEMO_DIR)/iris-v1/iris.joblib: lab/demo/train_iris.py | venv
-	$(PY) lab/demo/train_iris.py $(DEMO_DIR)/iris-v1
+# The demo model (trained from scikit-learn's bundled iris data), for either lab.
+%/iris-v1/iris.joblib: lab/demo/train_iris.py | venv
+	$(PY) lab/demo/train_iris.py $*/iris-v1
 
 .PHONY: demo-image
 demo-image: venv images $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model (image + archive) on the controller
 	ansible-playbook -i $(INVENTORY) playbooks/package_models.yml
+
+.PHONY: test-image
+test-image: venv images $(TEST_CACHE)/iris-v1/iris.joblib ## Package the test lab's model (its own image namespace) on the controller
+	ansible-playbook -i $(TEST_INVENTORY) playbooks/package_models.yml
 
 .PHONY: demo
 demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge the lab fleet with playbooks/site.yml
@@ -108,24 +118,34 @@ package-test: venv images ## model_package end to end: real images, V2 clients
 # default lane, the others in lane "-q2-" (their own host and network names).
 MOLECULE_NAMED := $(filter tls nginx firewall,$(MOLECULE_ROLES))
 MOLECULE_OTHERS := $(filter-out $(MOLECULE_NAMED),$(MOLECULE_ROLES))
-molecule: venv images demo-image ## Molecule for every role (Debian 12 and 13 systemd hosts), two queues at once
+molecule: venv images test-image ## Molecule for every role (Debian 12 and 13 systemd hosts), two queues at once
 	bash tests/molecule.sh - $(MOLECULE_NAMED) & named=$$!; \
 	bash tests/molecule.sh -q2- $(MOLECULE_OTHERS); others=$$?; \
 	wait $$named; named_rc=$$?; \
 	test $$others -eq 0 -a $$named_rc -eq 0
 
 .PHONY: integration
-integration: venv images demo-image ## A fresh lab fleet converged twice: the second run must change nothing
-	$(PY) lab/lab.py down --inventory $(INVENTORY)
-	$(PY) lab/lab.py up --inventory $(INVENTORY)
-	bash tests/integration/site_idempotence.sh $(INVENTORY)
+integration: venv images test-image ## A fresh test lab fleet converged twice: the second run must change nothing
+	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
+	$(PY) lab/lab.py up --inventory $(TEST_INVENTORY)
+	bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
 
 .PHONY: rollout-test
 rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, maintenance, under TLS load through the load balancer
-	cd tests/integration && $(PY) -m pytest -q -s test_rollout.py -p no:cacheprovider
+	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) $(PY) -m pytest -q -s test_rollout.py -p no:cacheprovider
+
+.PHONY: test-lab-down
+test-lab-down: ## Remove the test lab (make test leaves it up for inspection)
+	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
+
+.PHONY: user-state-snapshot user-state-check
+user-state-snapshot: venv images ## Record what a user built (images, demo lab, lab state) before the suite
+	$(PY) tests/integration/user_state.py snapshot
+user-state-check: venv ## After the suite: everything recorded is exactly as it was
+	$(PY) tests/integration/user_state.py check
 
 .PHONY: test
-test: lint sanity collection-test unit runtime-test package-test molecule collection-lab rollout-test ## Everything CI runs
+test: user-state-snapshot lint sanity collection-test unit runtime-test package-test molecule collection-lab rollout-test user-state-check ## Everything CI runs
 
 # ---------------------------------------------------------------- the collection as users get it
 GALAXY_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
@@ -149,4 +169,4 @@ collection-test: installed ## Installed copy alone: ansible-doc of every module 
 
 .PHONY: collection-lab
 collection-lab: installed integration ## Installed copy alone: our playbooks against the converged lab fleet change nothing
-	bash tests/installed.sh lab $(INSTALLED) $(INVENTORY)
+	bash tests/installed.sh lab $(INSTALLED) $(TEST_INVENTORY)

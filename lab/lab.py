@@ -2,15 +2,19 @@
 """Start, inspect and remove the lab fleet: systemd containers reached over SSH.
 
 The fleet is whatever the inventory lists (default inventories/lab): every
-host with a `lab_image` variable becomes a container named `modelops-lab-<host>`
-on the Docker network `modelops-lab` at its `ansible_host` address. The
-container flags come from the one shared platform definition in
-.config/molecule/config.yml, so the lab and molecule boot hosts the same way.
+host with a `lab_image` variable becomes a container named
+`modelops-<lab_name>-<host>` on the Docker network `modelops-<lab_name>` at its
+`ansible_host` address. `lab_name` and `lab_state` (where the lab keeps its SSH
+key, CA and API key, relative to the checkout) come from the inventory's
+group_vars/all/lab.yml, so two labs (the demo's `lab`, the test suite's
+`testlab`) live side by side without sharing anything. The container flags come
+from the one shared platform definition in .config/molecule/config.yml, so the
+lab and molecule boot hosts the same way.
 
 Everything this tool creates carries the label io.modelops.lab=<lab name>;
 `down` removes exactly those containers, networks and volumes and nothing else.
 
-usage: lab.py up|down|status [--inventory DIR]
+usage: lab.py up|down|status|info [--inventory DIR]
 """
 from __future__ import annotations
 
@@ -25,10 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / "lab" / ".state"
 LABEL = "io.modelops.lab"
-NETWORK = "modelops-lab"
-PREFIX = "modelops-lab-"
 
 
 def log(msg: str) -> None:
@@ -65,45 +66,59 @@ def platform_flags() -> list[str]:
     return flags
 
 
-def inventory(inv: Path) -> dict[str, dict]:
-    ansible_inventory = ROOT / ".venv" / "bin" / "ansible-inventory"
-    exe = str(ansible_inventory) if ansible_inventory.exists() else "ansible-inventory"
-    data = json.loads(run(exe, "-i", str(inv), "--list"))
-    hostvars = data.get("_meta", {}).get("hostvars", {})
-    hosts = {h: v for h, v in hostvars.items() if v.get("lab_image")}
-    if not hosts:
-        raise SystemExit(f"error: no host in {inv} has a lab_image variable")
-    for name, hv in hosts.items():
-        if not hv.get("ansible_host"):
-            raise SystemExit(f"error: lab host {name} has no ansible_host address")
-    return hosts
+class Lab:
+    """One lab: its name, Docker names, state directory and hosts, all from its inventory."""
+
+    def __init__(self, inv: Path):
+        ansible_inventory = ROOT / ".venv" / "bin" / "ansible-inventory"
+        exe = str(ansible_inventory) if ansible_inventory.exists() else "ansible-inventory"
+        data = json.loads(run(exe, "-i", str(inv), "--list"))
+        hostvars = data.get("_meta", {}).get("hostvars", {})
+        self.hosts = {h: v for h, v in hostvars.items() if v.get("lab_image")}
+        if not self.hosts:
+            raise SystemExit(f"error: no host in {inv} has a lab_image variable")
+        for name, hv in self.hosts.items():
+            if not hv.get("ansible_host"):
+                raise SystemExit(f"error: lab host {name} has no ansible_host address")
+        first = next(iter(self.hosts.values()))
+        self.name = str(first.get("lab_name") or inv.resolve().name)
+        self.state = ROOT / str(first.get("lab_state") or "lab/.state")
+        self.network = f"modelops-{self.name}"
+        self.prefix = f"modelops-{self.name}-"
+        self.groups = {g: v.get("hosts", []) for g, v in data.items() if g != "_meta"}
+
+    def info(self) -> dict:
+        """What tests need to reach this lab (addresses, groups, files), as JSON."""
+        return {
+            "name": self.name, "network": self.network, "prefix": self.prefix, "state": str(self.state),
+            "hosts": {h: hv["ansible_host"] for h, hv in sorted(self.hosts.items())},
+            "groups": self.groups,
+            "vars": {k: v for k, v in next(iter(self.hosts.values())).items() if k.startswith(("lab_", "modelops_"))
+                     and isinstance(v, (str, int, float, bool)) and "{{" not in str(v)},
+        }
 
 
-def lab_name(inv: Path) -> str:
-    return inv.resolve().name
-
-
-def ensure_key() -> str:
-    STATE.mkdir(parents=True, exist_ok=True)
-    key = STATE / "id_ed25519"
+def ensure_key(lab: Lab) -> str:
+    lab.state.mkdir(parents=True, exist_ok=True)
+    key = lab.state / "id_ed25519"
     if not key.exists():
         log(f"Generating the lab's SSH key {key}")
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "modelops-lab", "-f", str(key))
-    return (STATE / "id_ed25519.pub").read_text().strip()
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"modelops-{lab.name}", "-f", str(key))
+    return (lab.state / "id_ed25519.pub").read_text().strip()
 
 
-def ensure_network(name: str, hosts: dict[str, dict]) -> None:
-    addrs = [ipaddress.ip_address(h["ansible_host"]) for h in hosts.values()]
+def ensure_network(lab: Lab) -> None:
+    addrs = [ipaddress.ip_address(h["ansible_host"]) for h in lab.hosts.values()]
     subnet = ipaddress.ip_network(f"{addrs[0]}/24", strict=False)
     for a in addrs:
         if a not in subnet:
             raise SystemExit(f"error: lab address {a} is outside {subnet}; keep lab hosts in one /24")
-    existing = run("docker", "network", "ls", "-q", "--filter", f"name=^{NETWORK}$")
+    existing = run("docker", "network", "ls", "-q", "--filter", f"name=^{lab.network}$")
     if existing:
         return
-    log(f"Creating Docker network {NETWORK} ({subnet})")
+    log(f"Creating Docker network {lab.network} ({subnet})")
     run("docker", "network", "create", "--driver", "bridge", "--subnet", str(subnet),
-        "--label", f"{LABEL}={name}", NETWORK)
+        "--label", f"{LABEL}={lab.name}", lab.network)
 
 
 def container_state(cname: str) -> dict | None:
@@ -119,9 +134,11 @@ def wanted_image_id(image: str) -> str:
     return out
 
 
-def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) -> bool:
+def start_host(lab: Lab, host: str, pubkey: str, flags: list[str]) -> bool:
     """Create or start one host; returns True when something changed."""
-    cname = PREFIX + host
+    hv = lab.hosts[host]
+    name = lab.name
+    cname = lab.prefix + host
     image = hv["lab_image"]
     ip = hv["ansible_host"]
     image_id = wanted_image_id(image)
@@ -129,7 +146,7 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
     st = container_state(cname)
     if st and (st["Image"] != image_id
                or st["Config"]["Labels"].get(f"{LABEL}.flags") != flags_id
-               or st["NetworkSettings"]["Networks"].get(NETWORK, {}).get("IPAMConfig", {}).get("IPv4Address") != ip):
+               or st["NetworkSettings"]["Networks"].get(lab.network, {}).get("IPAMConfig", {}).get("IPv4Address") != ip):
         log(f"{host}: image, flags or address changed, recreating")
         run("docker", "rm", "-f", "-v", cname)
         st = None
@@ -142,14 +159,14 @@ def start_host(name: str, host: str, hv: dict, pubkey: str, flags: list[str]) ->
     else:
         log(f"{host}: creating {cname} from {image} at {ip}")
         run("docker", "run", "-d", "--name", cname, "--hostname", host,
-            "--network", NETWORK, "--ip", ip,
+            "--network", lab.network, "--ip", ip,
             "--label", f"{LABEL}={name}", "--label", f"{LABEL}.host={host}", "--label", f"{LABEL}.flags={flags_id}",
             *flags,
             "--mount", f"type=volume,source={cname}-docker,target=/var/lib/docker,"
                        f"volume-label={LABEL}={name}",
             image, "/lib/systemd/systemd")
     use_direct_dns(cname)
-    wait_for_host(host, cname, pubkey, ip)
+    wait_for_host(lab, host, cname, pubkey, ip)
     return True
 
 
@@ -181,7 +198,7 @@ def use_direct_dns(cname: str) -> None:
         run("docker", "exec", "-i", cname, "sh", "-c", "cat > /etc/resolv.conf", stdin=conf)
 
 
-def wait_for_host(host: str, cname: str, pubkey: str, ip: str) -> None:
+def wait_for_host(lab: Lab, host: str, cname: str, pubkey: str, ip: str) -> None:
     deadline = time.monotonic() + 90
     state = ""
     while time.monotonic() < deadline:
@@ -199,7 +216,7 @@ def wait_for_host(host: str, cname: str, pubkey: str, ip: str) -> None:
         "cat > /home/ansible/.ssh/authorized_keys && "
         "chown ansible:ansible /home/ansible/.ssh/authorized_keys && chmod 600 /home/ansible/.ssh/authorized_keys",
         stdin=pubkey + "\n")
-    key = STATE / "id_ed25519"
+    key = lab.state / "id_ed25519"
     while time.monotonic() < deadline:
         probe = subprocess.run(
             ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -213,22 +230,21 @@ def wait_for_host(host: str, cname: str, pubkey: str, ip: str) -> None:
 
 
 def cmd_up(inv: Path) -> None:
-    hosts = inventory(inv)
-    name = lab_name(inv)
-    pubkey = ensure_key()
-    ensure_network(name, hosts)
+    lab = Lab(inv)
+    pubkey = ensure_key(lab)
+    ensure_network(lab)
     flags = platform_flags()
-    changed = [h for h, hv in sorted(hosts.items()) if start_host(name, h, hv, pubkey, flags)]
+    changed = [h for h in sorted(lab.hosts) if start_host(lab, h, pubkey, flags)]
     # Remove lab hosts that the inventory no longer lists.
-    for cname in run("docker", "ps", "-a", "--filter", f"label={LABEL}={name}", "--format", "{{.Names}}").split():
-        if cname.startswith(PREFIX) and cname[len(PREFIX):] not in hosts:
+    for cname in run("docker", "ps", "-a", "--filter", f"label={LABEL}={lab.name}", "--format", "{{.Names}}").split():
+        if cname.startswith(lab.prefix) and cname[len(lab.prefix):] not in lab.hosts:
             log(f"Removing {cname}: no longer in the inventory")
             run("docker", "rm", "-f", "-v", cname)
-    log(f"Lab '{name}' is up: {len(hosts)} hosts ({len(changed)} started)")
+    log(f"Lab '{lab.name}' is up: {len(lab.hosts)} hosts ({len(changed)} started)")
 
 
 def cmd_down(inv: Path) -> None:
-    name = lab_name(inv)
+    name = Lab(inv).name
     flt = f"label={LABEL}={name}"
     containers = run("docker", "ps", "-aq", "--filter", flt).split()
     if containers:
@@ -246,18 +262,22 @@ def cmd_down(inv: Path) -> None:
 
 
 def cmd_status(inv: Path) -> None:
-    name = lab_name(inv)
+    name = Lab(inv).name
     print(run("docker", "ps", "-a", "--filter", f"label={LABEL}={name}",
               "--format", "table {{.Names}}\t{{.Status}}\t{{.Image}}"))
 
 
+def cmd_info(inv: Path) -> None:
+    print(json.dumps(Lab(inv).info(), indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("command", choices=["up", "down", "status", "info"])
     ap.add_argument("--inventory", default=os.environ.get("LAB_INVENTORY", str(ROOT / "inventories" / "lab")))
     args = ap.parse_args()
     inv = Path(args.inventory)
-    {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](inv)
+    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "info": cmd_info}[args.command](inv)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
 """The rollout proof: a real multi-host lab under client load.
 
-Preconditions (the Makefile's `rollout-test` target makes them): the lab fleet
-of inventories/lab (one load balancer, three model servers) is converged by
+Preconditions (the Makefile's `rollout-test` target makes them): the test lab
+fleet (one load balancer, three model servers) is converged by
 playbooks/site.yml and serves iris version 1 behind TLS.
 
 While a bounded load generator sends V2 inference requests over TLS through
-the load balancer for the whole run, this test
+the load balancer (kept-alive connections, as real clients keep them), this test
 1. rolls iris 1 -> 2 out (rolling_update.yml): every response must be 200 and
    come from version 1 or 2, and every host ends on 2;
 2. rolls out a broken version 3 (its answers fail the health gate's sample
    check): the canary fails and is left on 2, the rollout stops, no client
    request fails, the fleet still serves 2;
-3. rolls the fleet back to 1 (rollback.yml) with no client error.
-Rollout times per host and request counts go to tests/output/rollout-report.json.
+3. rolls the fleet back to 1 (rollback.yml) with no client error;
+4. runs ten maintenance cycles (maintenance.yml round the model servers: drain
+   at the gateway and the load balancer, work, verify, undrain);
+5. changes the load balancer's certificate, API keys and routes (each live
+   through a reload of its NGINX), then reverts them.
+Every step must end with zero failed client requests. The figures, each failure
+with the playbook task that was running, and the task timelines go to
+tests/output/rollout-report.json after every step.
 """
+import datetime
 import http.client
 import json
 import os
@@ -31,38 +38,47 @@ from sklearn.ensemble import RandomForestClassifier
 from loadgen import LoadGenerator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INVENTORY = os.path.join(ROOT, "inventories", "lab")
-DEMO = os.path.join(ROOT, ".cache", "demo")
-OUTPUT = os.path.join(ROOT, "tests", "output")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The test lab (its own names, addresses, state, model files and image namespace),
+# never the demo's: the suite leaves what a user built alone.
+INVENTORY = os.environ.get("LAB_INVENTORY", os.path.join(ROOT, "inventories", "testlab"))
+LAB = json.loads(subprocess.check_output([os.path.join(VENV_BIN, "python"), os.path.join(ROOT, "lab", "lab.py"),
+                                          "info", "--inventory", INVENTORY]))
+DEMO = os.path.join(ROOT, LAB["vars"]["lab_cache"])
+STATE = LAB["state"]
+NAMESPACE = LAB["vars"]["modelops_image_namespace"]
+OUTPUT = os.path.join(ROOT, "tests", "output")
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [5.0, 2.0, 3.5, 1.0], [6.9, 3.2, 5.7, 2.3]]
 EXPECTED = [0, 1, 2]
-LB = ("172.30.77.10", "lb1")
-MODEL_HOSTS = {"model1": "172.30.77.11", "model2": "172.30.77.12", "model3": "172.30.77.13"}
+LB = (LAB["hosts"][LAB["groups"]["loadbalancers"][0]], LAB["groups"]["loadbalancers"][0])
+MODEL_HOSTS = {host: LAB["hosts"][host] for host in LAB["groups"]["model_servers"]}
 
 
 def env():
+    # profile_tasks stamps every task with the time it started: the report lays
+    # each client failure beside the task that was running.
     return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".cache", "collections"),
                 ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), PATH=VENV_BIN + ":" + os.environ["PATH"],
-                ANSIBLE_FORCE_COLOR="0")
+                ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
 
 
 def playbook(name, *extra, timeout=1800):
-    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, os.path.join(ROOT, "playbooks", name)] + list(extra)
+    path = name if os.path.isabs(name) else os.path.join(ROOT, "playbooks", name)
+    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, path] + list(extra)
     proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout, check=False)
     return proc
 
 
 def lab_secret(name):
-    path = os.path.join(ROOT, "lab", ".state", name)
+    path = os.path.join(STATE, name)
     with open(path) as handle:
         return handle.read().strip()
 
 
 @pytest.fixture(scope="module")
 def ca_file():
-    path = os.path.join(ROOT, "lab", ".state", "pki", "ca.crt")
-    assert os.path.exists(path), "the lab's CA is missing: run `make demo` first"
+    path = os.path.join(STATE, "pki", "ca.crt")
+    assert os.path.exists(path), "the test lab's CA is missing: run `make integration` first"
     return path
 
 
@@ -88,6 +104,14 @@ def gateway_version(ip, name, ca_file, api_key):
     return resp.getheader("X-Model-Version")
 
 
+def lb_certificate_serial(ca_file):
+    """Serial number of the certificate the load balancer presents now."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection((LB[0], 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=LB[1]) as sock:
+            return sock.getpeercert()["serialNumber"]
+
+
 def package(version, model, expected=None):
     """Package one iris version on the controller (image + archive for the hosts)."""
     directory = os.path.join(DEMO, "iris-v%s" % version)
@@ -95,6 +119,7 @@ def package(version, model, expected=None):
     path = os.path.join(directory, "iris.joblib")
     joblib.dump(model, path)
     extra = {"model_path": path, "model_name": "iris", "model_version": str(version),
+             "model_repository": NAMESPACE + "/iris",
              "model_archive_path": os.path.join(DEMO, "iris-%s.tar" % version),
              "wheelhouse": os.path.join(ROOT, ".cache", "wheelhouse"), "wheelhouse_fill": True}
     if expected is not None:
@@ -105,7 +130,7 @@ def package(version, model, expected=None):
 
 def models_var(version):
     return json.dumps({"model_deploy_models": [{
-        "name": "iris", "version": str(version), "replicas": 2, "port": 8600,
+        "name": "iris", "version": str(version), "replicas": 2, "port": 8600, "image": NAMESPACE + "/iris",
         "archive": os.path.join(DEMO, "iris-%s.tar" % version), "memory": "512m", "cpus": 1.0,
         "sample": {"instances": SAMPLE}, "expected": EXPECTED}]})
 
@@ -116,6 +141,33 @@ def load(ca_file, api_key):
         {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [SAMPLE[2]]}]},
         headers={"Authorization": "Bearer " + api_key}, ca_file=ca_file, server_name=LB[1],
         workers=4, max_seconds=900, max_requests=400000).start()
+
+
+def task_timeline(stdout):
+    """[(epoch seconds, task name)] from profile_tasks' stamp under each task header."""
+    timeline = []
+    task = None
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.rfind("]")]
+            continue
+        if task is not None:
+            try:
+                stamp = datetime.datetime.strptime(" ".join(line.split()[:6]), "%A %d %B %Y %H:%M:%S %z")
+            except ValueError:
+                continue
+            timeline.append((stamp.timestamp(), task))
+            task = None
+    return timeline
+
+
+def annotate(failures, timeline):
+    """Each failure with the playbook task that had started last before it."""
+    out = []
+    for failure in failures:
+        running = [name for when, name in timeline if when <= failure["time"] + 0.5]
+        out.append(dict(failure, during_task=running[-1] if running else None))
+    return out
 
 
 def rollout_times(stdout):
@@ -152,7 +204,10 @@ def test_rollout_under_load(ca_file, api_key):
     report = {}
 
     def under_load(step, playbook_name, *args):
-        """Run one playbook while the load generator runs; returns (process, load report)."""
+        """Run one playbook while the load generator runs; returns (process, load report).
+
+        The report is written after every step, so a failing step leaves its figures,
+        its failures and the task timeline behind."""
         gen = load(ca_file, api_key)
         time.sleep(2)
         t0 = time.monotonic()
@@ -160,8 +215,13 @@ def test_rollout_under_load(ca_file, api_key):
         took = round(time.monotonic() - t0, 1)
         time.sleep(2)
         result = gen.stop()
-        result.update(rollout_seconds=took, per_host=rollout_times(proc.stdout))
+        timeline = task_timeline(proc.stdout)
+        result.update(rollout_seconds=took, per_host=rollout_times(proc.stdout), playbook_rc=proc.returncode,
+                      failures=annotate(result["failures"], timeline),
+                      timeline=[{"time": round(when, 3), "task": name} for when, name in timeline])
         report[step] = result
+        with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
+            json.dump(report, handle, indent=2)
         return proc, result
 
     def fleet_serves(version):
@@ -189,15 +249,28 @@ def test_rollout_under_load(ca_file, api_key):
     assert step["failed"] == 0, step
     fleet_serves("1")
 
-    # 4. Maintenance of one host: drained at the load balancer, its gateway
-    #    stopped for a while, verified, put back; clients see no error.
+    # 4. Ten maintenance cycles (maintenance.yml, round the model servers): each host
+    #    drained at its gateway and at the load balancer, the first one's gateway
+    #    stopped for a while, verified, put back; no client request may fail.
     work = os.path.join(ROOT, "tests", "integration", "files", "maintenance_work.yml")
-    proc, step = under_load("maintenance_model2", "maintenance.yml", "-e", "maintenance_host=model2",
-                            "-e", "maintenance_tasks=%s" % work)
+    cycles = os.path.join(ROOT, "tests", "integration", "files", "maintenance_cycles.yml")
+    proc, step = under_load("maintenance_10_cycles", cycles, "-e", "maintenance_work_file=%s" % work)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert step["failed"] == 0, step
-    assert gateway_version(MODEL_HOSTS["model2"], "model2", ca_file, api_key) == "1"
+    assert proc.stdout.count("Mark the gateway ready again") == 10, "ten drain/undrain cycles"
+    for host, ip in MODEL_HOSTS.items():
+        assert gateway_version(ip, host, ca_file, api_key) == "1", host
 
-    with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    # 5. Client-facing changes on the load balancer (a re-issued certificate, an API
+    #    key added, a new model route), then reverted: each goes live through a
+    #    reload of the LB's NGINX while clients keep their connections busy.
+    edge = os.path.join(ROOT, "tests", "integration", "files", "edge_changes.yml")
+    serial = lb_certificate_serial(ca_file)
+    proc, step = under_load("lb_changes_apply", edge, "-e", "edge_change=apply")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert step["failed"] == 0, step
+    assert lb_certificate_serial(ca_file) != serial, "the load balancer serves its re-issued certificate"
+    proc, step = under_load("lb_changes_revert", edge, "-e", "edge_change=revert")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert step["failed"] == 0, step
     print(json.dumps(report, indent=2))

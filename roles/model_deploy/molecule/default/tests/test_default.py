@@ -41,7 +41,7 @@ def test_record_names_the_live_version(host):
     record = json.loads(host.file("/etc/ansible/facts.d/modelops.fact").content_string)
     iris = record["models"]["iris"]
     assert iris["live_version"] == "1" and iris["live_slot"] == "a"
-    assert iris["live_image"] == "modelops/iris:1"
+    assert iris["live_image"] == "modelops-testlab/iris:1"
     assert iris["previous_slot"] == ""
 
 

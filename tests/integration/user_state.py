@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Prove that `make test` leaves alone what a user built with `make demo` and the playbooks.
+
+    user_state.py snapshot   before the suite: record the user's Docker objects and files
+    user_state.py check      after it: everything recorded is exactly as it was
+
+What the suite owns lives in namespaces of its own (the test lab `testlab`:
+containers modelops-testlab-*, network modelops-testlab, state lab/.state/testlab,
+models .cache/testlab, images modelops-testlab/*; packaging tests: modelops-test/*;
+molecule: modelops-mol-*; packaging tests' containers carry the label
+io.modelops.test). Everything else on the machine is the user's: model
+images (modelops/*), the demo lab (label io.modelops.lab=lab), other containers,
+networks and volumes, lab/.state and .cache/demo.
+
+Where the machine holds no such things (CI, a fresh clone), `snapshot` makes
+stand-ins that a collision would break: an image modelops/iris:2 of another
+model, and a demo-lab container on the demo network at the demo load balancer's
+address. `check` removes the stand-ins it made, after checking them.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = ROOT / "tests" / "output" / "user-state.json"
+SENTINEL_LABEL = "io.modelops.test-sentinel"
+# Names the suite owns (prefixes); base images are shared build caches of the project.
+SUITE_IMAGES = ("modelops-testlab/", "modelops-test/", "modelops-lab:", "modelops-python:")
+SUITE_CONTAINERS = ("modelops-testlab-", "modelops-mol-")
+SUITE_NETWORKS = ("modelops-testlab", "modelops-molecule")
+SUITE_VOLUMES = ("modelops-testlab-",)
+USER_FILES = [ROOT / "lab" / ".state", ROOT / ".cache" / "demo"]
+SUITE_FILES = [ROOT / "lab" / ".state" / "testlab"]
+DEMO_NETWORK, DEMO_SUBNET, DEMO_LB = "modelops-lab", "172.30.77.0/24", "172.30.77.10"
+
+
+def docker(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
+    proc = subprocess.run(["docker", *args], capture_output=True, input=stdin)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"docker {' '.join(args)} failed: {proc.stderr.decode().strip()}")
+    return proc.stdout.decode().strip()
+
+
+def _lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def images() -> dict[str, str]:
+    out = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    found = {}
+    for line in _lines(out):
+        ref, image_id = line.rsplit(" ", 1)
+        if "<none>" in ref or ref.startswith(SUITE_IMAGES):
+            continue
+        found[ref] = image_id
+    return found
+
+
+def containers() -> dict[str, dict]:
+    found = {}
+    for cid in _lines(docker("ps", "-aq")):
+        info = json.loads(docker("container", "inspect", cid))[0]
+        name = info["Name"].lstrip("/")
+        if name.startswith(SUITE_CONTAINERS) or "io.modelops.test" in (info["Config"].get("Labels") or {}):
+            continue
+        found[name] = {"id": info["Id"], "image": info["Image"], "running": info["State"]["Running"],
+                       "started": info["State"]["StartedAt"]}
+    return found
+
+
+def networks() -> dict[str, str]:
+    found = {}
+    for line in _lines(docker("network", "ls", "--format", "{{.Name}} {{.ID}}")):
+        name, nid = line.split()
+        if not name.startswith(SUITE_NETWORKS):
+            found[name] = nid
+    return found
+
+
+def volumes() -> list[str]:
+    return sorted(v for v in _lines(docker("volume", "ls", "-q")) if not v.startswith(SUITE_VOLUMES))
+
+
+def files() -> dict[str, str]:
+    found = {}
+    for top in USER_FILES:
+        if not top.exists():
+            continue
+        for path in sorted(top.rglob("*")):
+            if not path.is_file() or any(path.is_relative_to(s) for s in SUITE_FILES):
+                continue
+            found[str(path.relative_to(ROOT))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def state() -> dict:
+    return {"images": images(), "containers": containers(), "networks": networks(), "volumes": volumes(),
+            "files": files()}
+
+
+def _tiny_image(ref: str) -> None:
+    """An image of one small file, labelled like a packaged model of another content."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"a user's own iris model, version 2\n"
+        info = tarfile.TarInfo("model.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    docker("import", "--change", f"LABEL {SENTINEL_LABEL}=true",
+           "--change", "LABEL io.modelops.content-hash=users-own-model-not-the-suites",
+           "--change", "LABEL io.modelops.model.name=iris", "--change", "LABEL io.modelops.model.version=2",
+           "-", ref, stdin=buf.getvalue())
+
+
+def make_sentinels() -> list[list[str]]:
+    made = []
+    if not docker("image", "ls", "-q", "modelops/iris:2"):
+        _tiny_image("modelops/iris:2")
+        made.append(["image", "modelops/iris:2"])
+    demo = docker("ps", "-aq", "--filter", "label=io.modelops.lab=lab")
+    if not demo and docker("image", "ls", "-q", "modelops-lab:bookworm"):
+        if not docker("network", "ls", "-q", "--filter", f"name=^{DEMO_NETWORK}$"):
+            docker("network", "create", "--subnet", DEMO_SUBNET, "--label", "io.modelops.lab=lab",
+                   "--label", f"{SENTINEL_LABEL}=true", DEMO_NETWORK)
+            made.append(["network", DEMO_NETWORK])
+        docker("run", "-d", "--name", "modelops-lab-lb1", "--network", DEMO_NETWORK, "--ip", DEMO_LB,
+               "--label", "io.modelops.lab=lab", "--label", f"{SENTINEL_LABEL}=true",
+               "--entrypoint", "/bin/sleep", "modelops-lab:bookworm", "infinity")
+        made.append(["container", "modelops-lab-lb1"])
+    return made
+
+
+def remove(made: list[list[str]]) -> None:
+    for kind, name in reversed(made):
+        if kind == "image":
+            docker("image", "rm", "-f", name, check=False)
+        elif kind == "container":
+            docker("rm", "-f", name, check=False)
+        elif kind == "network":
+            docker("network", "rm", name, check=False)
+
+
+def diff(before: dict, after: dict) -> list[str]:
+    problems = []
+    for kind in ("images", "containers", "networks", "files"):
+        for name, value in before[kind].items():
+            if name not in after[kind]:
+                problems.append(f"{kind}: {name} is gone")
+            elif after[kind][name] != value:
+                problems.append(f"{kind}: {name} changed: {value} -> {after[kind][name]}")
+    for name in sorted(set(after["images"]) - set(before["images"])):
+        if name.startswith("modelops/"):
+            problems.append(f"images: the suite created {name} in the users' namespace")
+    for name in sorted(set(before["volumes"]) - set(after["volumes"])):
+        problems.append(f"volumes: {name} is gone")
+    return problems
+
+
+def main() -> int:
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "snapshot":
+        made = make_sentinels()
+        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+        snap = dict(state(), made=made)
+        SNAPSHOT.write_text(json.dumps(snap, indent=2))
+        print(f"==> user state recorded: {len(snap['images'])} images, {len(snap['containers'])} containers, "
+              f"{len(snap['networks'])} networks, {len(snap['files'])} files"
+              + (f"; stand-ins made: {', '.join(n for _, n in made)}" if made else ""))
+        return 0
+    if cmd == "check":
+        if not SNAPSHOT.exists():
+            print(f"error: no snapshot at {SNAPSHOT}; run `{sys.argv[0]} snapshot` before the suite", file=sys.stderr)
+            return 2
+        snap = json.loads(SNAPSHOT.read_text())
+        problems = diff(snap, state())
+        remove(snap.get("made", []))
+        if problems:
+            print("FAIL: the test suite changed what a user built:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        print(f"PASS: the user's {len(snap['images'])} images, {len(snap['containers'])} containers, "
+              f"{len(snap['networks'])} networks and {len(snap['files'])} files are as they were")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
