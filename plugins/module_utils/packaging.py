@@ -32,8 +32,6 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Frameworks whose pickles we accept, by top-level module of the estimator.
 _PICKLE_FRAMEWORKS = {"sklearn": "sklearn"}
 _FOREIGN_PICKLES = ("xgboost", "lightgbm", "catboost", "torch", "tensorflow", "keras", "statsmodels", "pandas")
-# ONNX ModelProto top-level fields and their protobuf wire types.
-_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 
 
 class PackagingError(Exception):
@@ -156,43 +154,6 @@ def _classify_pickle(path, report):
         % (path, ", ".join(sorted(tops)), ", ".join(report.globals[:12])))
 
 
-def _read_varint(data, pos):
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _looks_like_onnx(data):
-    """Walk the top-level protobuf fields and check they are ModelProto's."""
-    pos = 0
-    seen = set()
-    try:
-        while pos < len(data):
-            key, pos = _read_varint(data, pos)
-            field, wire = key >> 3, key & 7
-            if _ONNX_FIELDS.get(field) != wire:
-                return False
-            if wire == 0:
-                _value, pos = _read_varint(data, pos)
-            else:
-                length, pos = _read_varint(data, pos)
-                pos += length
-                if pos > len(data):
-                    return False
-            seen.add(field)
-    except ValueError:
-        return False
-    return 7 in seen and 1 in seen
-
-
 def _classify_zip(path):
     try:
         with zipfile.ZipFile(path) as archive:
@@ -245,7 +206,7 @@ def inspect_model(path, runtime_dir=None, trusted_globals=()):
         return _classify_pickle(path, report), report
     with open(path, "rb") as handle:
         data = handle.read()
-    if _looks_like_onnx(data):
+    if runtime_module(runtime_dir, "formatscan").looks_like_onnx(data):
         return "onnx", None
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":

@@ -552,6 +552,35 @@ def _onnx_graph(data, where, report, depth=0):
                     _onnx_attribute(nv, where + " (node attribute)", report, depth)
 
 
+# ModelProto's top-level fields and their wire types (what a file must hold to be taken for ONNX).
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+
+
+def looks_like_onnx(data) -> bool:
+    """True when the bytes' top-level protobuf fields are ModelProto's, with a version and a graph.
+
+    How the packager tells an ONNX file from other content; nothing is parsed beyond the top level."""
+    pos = 0
+    seen = set()
+    try:
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            field, wire = key >> 3, key & 7
+            if _ONNX_FIELDS.get(field) != wire:
+                return False
+            if wire == 0:
+                _value, pos = _varint(data, pos)
+            else:
+                length, pos = _varint(data, pos)
+                pos += length
+                if pos > len(data):
+                    return False
+            seen.add(field)
+    except _ProtoError:
+        return False
+    return 7 in seen and 1 in seen
+
+
 def check_onnx(source) -> FormatReport:
     """An ONNX ModelProto, as a path or as the bytes the runtime hands to ONNX Runtime."""
     if isinstance(source, (bytes, bytearray, memoryview)):
