@@ -30,14 +30,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "tests" / "output" / "user-state.json"
 SENTINEL_LABEL = "io.modelops.test-sentinel"
-# Names the suite owns (prefixes); base images are shared build caches of the project.
-SUITE_IMAGES = ("modelops-testlab/", "modelops-test/", "modelops-lab:", "modelops-python:")
-SUITE_CONTAINERS = ("modelops-testlab-", "modelops-mol-")
-SUITE_NETWORKS = ("modelops-testlab", "modelops-molecule")
-SUITE_VOLUMES = ("modelops-testlab-",)
-USER_FILES = [ROOT / "lab" / ".state", ROOT / ".cache" / "demo"]
-SUITE_FILES = [ROOT / "lab" / ".state" / "testlab"]
-DEMO_NETWORK, DEMO_SUBNET, DEMO_LB = "modelops-lab", "172.30.77.0/24", "172.30.77.10"
+
+
+def lab_info(inventory: str) -> dict:
+    """A lab's names, addresses and paths, from its inventory (lab/lab.py info)."""
+    out = subprocess.check_output([sys.executable, str(ROOT / "lab" / "lab.py"), "info", "--inventory",
+                                   str(ROOT / "inventories" / inventory)])
+    return json.loads(out)
+
+
+DEMO, TEST = lab_info("lab"), lab_info("testlab")
+# Names the suite owns (prefixes): the test lab's, molecule's and the packaging tests';
+# base images are shared build caches of the project.
+SUITE_IMAGES = (TEST["vars"]["modelops_image_namespace"] + "/", "modelops-test/", "modelops-lab:", "modelops-python:")
+SUITE_CONTAINERS = (TEST["prefix"], "modelops-mol-")
+SUITE_NETWORKS = (TEST["network"], "modelops-molecule")
+SUITE_VOLUMES = (TEST["prefix"],)
+USER_FILES = [Path(DEMO["state"]), ROOT / DEMO["vars"]["lab_cache"]]
+SUITE_FILES = [Path(TEST["state"])]
+DEMO_NETWORK, DEMO_SUBNET = DEMO["network"], DEMO["vars"]["lab_network"]
+DEMO_LB = DEMO["hosts"][DEMO["groups"]["loadbalancers"][0]]
+DEMO_LB_NAME = DEMO["prefix"] + DEMO["groups"]["loadbalancers"][0]
+DEMO_LABEL = "io.modelops.lab=" + DEMO["name"]
+USER_NAMESPACE = DEMO["vars"]["modelops_image_namespace"] + "/"
+USER_IMAGE = USER_NAMESPACE + "iris:2"  # the README's own "package a second version" example
 
 
 def docker(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
@@ -120,19 +136,19 @@ def _tiny_image(ref: str) -> None:
 
 def make_sentinels() -> list[list[str]]:
     made = []
-    if not docker("image", "ls", "-q", "modelops/iris:2"):
-        _tiny_image("modelops/iris:2")
-        made.append(["image", "modelops/iris:2"])
-    demo = docker("ps", "-aq", "--filter", "label=io.modelops.lab=lab")
+    if not docker("image", "ls", "-q", USER_IMAGE):
+        _tiny_image(USER_IMAGE)
+        made.append(["image", USER_IMAGE])
+    demo = docker("ps", "-aq", "--filter", f"label={DEMO_LABEL}")
     if not demo and docker("image", "ls", "-q", "modelops-lab:bookworm"):
         if not docker("network", "ls", "-q", "--filter", f"name=^{DEMO_NETWORK}$"):
-            docker("network", "create", "--subnet", DEMO_SUBNET, "--label", "io.modelops.lab=lab",
+            docker("network", "create", "--subnet", DEMO_SUBNET, "--label", DEMO_LABEL,
                    "--label", f"{SENTINEL_LABEL}=true", DEMO_NETWORK)
             made.append(["network", DEMO_NETWORK])
-        docker("run", "-d", "--name", "modelops-lab-lb1", "--network", DEMO_NETWORK, "--ip", DEMO_LB,
-               "--label", "io.modelops.lab=lab", "--label", f"{SENTINEL_LABEL}=true",
+        docker("run", "-d", "--name", DEMO_LB_NAME, "--network", DEMO_NETWORK, "--ip", DEMO_LB,
+               "--label", DEMO_LABEL, "--label", f"{SENTINEL_LABEL}=true",
                "--entrypoint", "/bin/sleep", "modelops-lab:bookworm", "infinity")
-        made.append(["container", "modelops-lab-lb1"])
+        made.append(["container", DEMO_LB_NAME])
     return made
 
 
@@ -155,7 +171,7 @@ def diff(before: dict, after: dict) -> list[str]:
             elif after[kind][name] != value:
                 problems.append(f"{kind}: {name} changed: {value} -> {after[kind][name]}")
     for name in sorted(set(after["images"]) - set(before["images"])):
-        if name.startswith("modelops/"):
+        if name.startswith(USER_NAMESPACE):
             problems.append(f"images: the suite created {name} in the users' namespace")
     for name in sorted(set(before["volumes"]) - set(after["volumes"])):
         problems.append(f"volumes: {name} is gone")
