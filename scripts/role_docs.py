@@ -37,6 +37,9 @@ BEGIN = "<!-- BEGIN GENERATED: variables -->"
 END = "<!-- END GENERATED: variables -->"
 NOTE = ("<!-- Made by scripts/role_docs.py from meta/argument_specs.yml: edit that file, "
         "then run `make docs`. -->")
+# Ansible's documentation markup in descriptions, as Markdown.
+MARKUP_CODE = re.compile(r"\b[CVOEM]\(([^()]*)\)")
+MARKUP_EMPH = re.compile(r"\b[IB]\(([^()]*)\)")
 HEADER = ("| Variable | Type | Default | Required | Choices | Description |\n"
           "| --- | --- | --- | --- | --- | --- |")
 
@@ -48,6 +51,8 @@ def _text(value) -> str:
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
     text = " ".join(str(value).split())
+    text = MARKUP_CODE.sub(r"`\1`", text)
+    text = MARKUP_EMPH.sub(r"*\1*", text)
     return text.replace("|", "\\|")
 
 
@@ -129,25 +134,25 @@ def updated(readme_text: str, block: str) -> str:
     return readme_text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
 
 
-def roles_to_do(names: list[str]) -> list[Path]:
+def roles_to_do(root: Path, names: list[str]) -> list[Path]:
     if names:
-        return [ROOT / "roles" / Path(n).name for n in names]
-    return sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir() and not p.name.startswith("."))
+        return [root / "roles" / Path(n).name for n in names]
+    return sorted(p for p in (root / "roles").iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming each README that is stale")
     parser.add_argument("roles", nargs="*", help="role names (default: every role under roles/)")
     args = parser.parse_args(argv)
     stale, problems = [], []
-    roles = roles_to_do(args.roles)
+    roles = roles_to_do(root, args.roles)
     for role in roles:
         spec_file, readme = role / "meta" / "argument_specs.yml", role / "README.md"
-        rel = readme.relative_to(ROOT)
+        rel = readme.relative_to(root)
         if not spec_file.exists():
-            problems.append(f"{role.relative_to(ROOT)}: no meta/argument_specs.yml")
+            problems.append(f"{role.relative_to(root)}: no meta/argument_specs.yml")
             continue
         if not readme.exists():
             problems.append(f"{rel}: missing")
