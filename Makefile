@@ -88,12 +88,39 @@ demo: lab $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo model and converge
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 # ---------------------------------------------------------------- quality gates
+# Docs made from the code: each role README's variables table (between its
+# GENERATED markers) from meta/argument_specs.yml, and docs/collection/ (module,
+# filter and role pages, reStructuredText that forges render) by antsibull-docs.
+# Both are committed; `make lint` fails when either is stale.
+DOCS_DIR := docs/collection
+ANTSIBULL_DOCS := antsibull-docs collection --use-current --squash-hierarchy --output-format simplified-rst \
+	--no-add-antsibull-docs-version --fail-on-error
+.PHONY: docs
+docs: venv ## Regenerate the role READMEs' variables tables and docs/collection (module, filter, role pages)
+	$(PY) scripts/role_docs.py
+	rm -rf $(DOCS_DIR).new && mkdir -m 0755 $(DOCS_DIR).new
+	$(ANTSIBULL_DOCS) --dest-dir $(DOCS_DIR).new modelops.serving
+	rm -rf $(DOCS_DIR) && mv $(DOCS_DIR).new $(DOCS_DIR)
+	antsibull-changelog generate
+
+.PHONY: docs-check
+docs-check: venv ## Fail naming what is stale: README tables, docs/collection, CHANGELOG.md, paths README.md names
+	$(PY) scripts/role_docs.py --check
+	@tmp=$$(mktemp -d) && chmod 0755 $$tmp && trap 'rm -rf $$tmp' EXIT && \
+	  $(ANTSIBULL_DOCS) --dest-dir $$tmp modelops.serving >/dev/null && \
+	  { diff -ru $(DOCS_DIR) $$tmp || { echo "$(DOCS_DIR) is stale: run make docs"; exit 1; }; } && \
+	  antsibull-changelog generate --output $$tmp/CHANGELOG.md --output-format md && \
+	  { diff -u CHANGELOG.md $$tmp/CHANGELOG.md || { echo "CHANGELOG.md is stale: run make docs"; exit 1; }; }
+	antsibull-docs lint-collection-docs --plugin-docs --output-format simplified-rst .
+	$(PY) scripts/check_paths.py README.md
+
 .PHONY: lint
-lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, argument_specs vs defaults
+lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, argument_specs vs defaults, docs current
 	yamllint -s .
 	ansible-lint --profile production --offline
 	antsibull-changelog lint
 	$(PY) tests/check_argument_specs.py
+	$(MAKE) --no-print-directory docs-check
 
 .PHONY: sanity
 sanity: installed ## ansible-test sanity on the collection installed from the tarball

@@ -163,3 +163,28 @@ def test_argument_specs_check_catches_vars_and_defaults(tmp_path):
     problems = check_specs.check_role(role)
     assert "demo: vars/main.yml variable demo_derived is not named '_demo_*'" in problems
     assert "demo: default demo_new is not documented in argument_specs 'main'" in problems
+
+
+check_paths = _load("check_paths", ROOT / "scripts" / "check_paths.py")
+
+
+def test_check_paths_names_what_is_missing(tmp_path):
+    import subprocess
+    (tmp_path / "roles" / "demo" / "tasks").mkdir(parents=True)
+    (tmp_path / "roles" / "demo" / "tasks" / "main.yml").write_text("---\n")
+    (tmp_path / ".gitignore").write_text("roles/demo/pki/\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    md = tmp_path / "README.md"
+    md.write_text("Steps in `roles/demo/tasks/main.yml:3` and [here](roles/demo/tasks/), all in\n"
+                  "`roles/*/tasks`; not `roles/demo/tasks/switch.yml` nor [x](roles/gone.md);\n"
+                  "`roles/<role>/x`, `roles/demo/pki/ca.crt` (made at run time), `other/thing`, https://e.x/roles/a.\n"
+                  "```\nroles/in/a/fence.yml\n```\n")
+    (tmp_path / "roles" / "demo" / "README.md").write_text("See `tasks/main.yml` and `tasks/gone.yml`.\n")
+    assert check_paths.missing(md, root=tmp_path) == ["roles/demo/tasks/switch.yml", "roles/gone.md"]
+    assert check_paths.missing(tmp_path / "roles" / "demo" / "README.md", root=tmp_path) == ["tasks/gone.yml"]
+
+
+def test_check_paths_exit_status():
+    assert check_paths.main([]) == 2
+    assert check_paths.main([str(ROOT / "galaxy.yml")]) == 0
