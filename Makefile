@@ -99,7 +99,7 @@ ANTSIBULL_DOCS := antsibull-docs collection --use-current --squash-hierarchy --o
 docs: venv ## Regenerate the role READMEs' variables tables and docs/collection (module, filter, role pages)
 	$(PY) scripts/role_docs.py
 	rm -rf $(DOCS_DIR).new && mkdir -m 0755 $(DOCS_DIR).new
-	$(ANTSIBULL_DOCS) --dest-dir $(DOCS_DIR).new modelops.serving
+	$(ANTSIBULL_DOCS) --dest-dir $(DOCS_DIR).new modelops.serving || { rm -rf $(DOCS_DIR).new; exit 1; }
 	rm -rf $(DOCS_DIR) && mv $(DOCS_DIR).new $(DOCS_DIR)
 	antsibull-changelog generate
 

@@ -5,6 +5,7 @@ For each role:
 - every variable in defaults/main.yml is documented in the `main` entry point,
   and every option of the `main` entry point that has a default is in defaults;
 - the defaults agree (same value, or the same template text);
+- every entry point has a short_description and a description;
 - every public variable is prefixed with the role name, every option and
   suboption has a description and a type, and every option that looks like a
   secret (password, passphrase, token, private key content, API key) is no_log;
@@ -59,6 +60,8 @@ def check_role(role: Path) -> list[str]:
         options = spec.get("options", {}) or {}
         if not spec.get("short_description"):
             problems.append(f"{name}:{entry}: no short_description")
+        if not spec.get("description"):
+            problems.append(f"{name}:{entry}: no description (ansible-doc and antsibull-docs need one)")
         if entry != "main" and not (role / "tasks" / f"{entry}.yml").exists():
             problems.append(f"{name}:{entry}: entry point has no tasks/{entry}.yml")
         problems.extend(check_options(f"{name}:{entry}", options))

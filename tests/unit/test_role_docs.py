@@ -30,6 +30,7 @@ SPECS = textwrap.dedent("""\
     argument_specs:
       main:
         short_description: A role made for the test.
+        description: [The main entry point.]
         options:
           demo_port:
             type: int
@@ -56,6 +57,7 @@ SPECS = textwrap.dedent("""\
                 description: Its secret.
       extra:
         short_description: A second entry point.
+        description: [Called with tasks_from.]
         options:
           demo_extra_flag:
             type: bool
@@ -148,6 +150,7 @@ def test_argument_specs_check_passes_a_good_role(tmp_path):
     (("description: Item name.", "required: true"), "option name has no description"),
     (("no_log: true", "required: false"), "secret_key_content looks like a secret but is not no_log"),
     (("  extra:", "  other:"), "entry point has no tasks/other.yml"),
+    (("description: [Called with tasks_from.]", "version_added: '0.1.0'"), "demo:extra: no description"),
     (("demo_extra_flag:", "extra_flag:"), "option extra_flag is not prefixed with 'demo_'"),
 ])
 def test_argument_specs_check_catches(tmp_path, change, problem):
