@@ -6,6 +6,7 @@ For each role:
   and every option of the `main` entry point that has a default is in defaults;
 - the defaults agree (same value, or the same template text);
 - every entry point has a short_description and a description;
+- every int, float and bool option's default is a literal of that type;
 - every public variable is prefixed with the role name, every option and
   suboption has a description and a type, and every option that looks like a
   secret (password, passphrase, token, private key content, API key) is no_log;
@@ -24,6 +25,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Scalar types whose default must be a literal: antsibull-docs refuses a template
+# there (a list or dict option may default to a template such as "{{ groups['all'] }}").
+TYPES = {"int": int, "float": (int, float), "bool": bool}
 SECRET = re.compile(r"(password|passphrase|token|secret|key_content|^key$)")
 
 
@@ -36,6 +40,12 @@ def check_options(where: str, options: dict) -> list[str]:
             problems.append(f"{where}: option {opt} has no description")
         if not ospec.get("type"):
             problems.append(f"{where}: option {opt} has no type")
+        kind = ospec.get("type")
+        default = ospec.get("default")
+        if kind in TYPES and default is not None and (
+                not isinstance(default, TYPES[kind]) or (kind != "bool" and isinstance(default, bool))):
+            problems.append(f"{where}: option {opt} is of type {kind} but its default {default!r} is not "
+                            "(antsibull-docs needs a literal; say in the description where the value comes from)")
         if SECRET.search(opt) and ospec.get("type") == "str" and not ospec.get("no_log"):
             problems.append(f"{where}: option {opt} looks like a secret but is not no_log")
         if ospec.get("options"):

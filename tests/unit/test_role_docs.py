@@ -150,6 +150,8 @@ def test_argument_specs_check_passes_a_good_role(tmp_path):
     (("description: Item name.", "required: true"), "option name has no description"),
     (("no_log: true", "required: false"), "secret_key_content looks like a secret but is not no_log"),
     (("  extra:", "  other:"), "entry point has no tasks/other.yml"),
+    (("default: 8080", "default: '{{ other_port }}'"), "option demo_port is of type int but its default"),
+    (("default: false", "default: 0"), "option demo_extra_flag is of type bool but its default 0 is not"),
     (("description: [Called with tasks_from.]", "version_added: '0.1.0'"), "demo:extra: no description"),
     (("demo_extra_flag:", "extra_flag:"), "option extra_flag is not prefixed with 'demo_'"),
 ])
