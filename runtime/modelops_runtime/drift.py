@@ -14,7 +14,6 @@ with ``a`` the live proportions and ``e`` the reference ones (both floored at
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

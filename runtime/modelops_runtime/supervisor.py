@@ -60,6 +60,7 @@ def _spawn(index, model_dir, manifest, opts, shared, listener, restarted, log) -
 
 
 def run(model_dir: str, cli: dict) -> int:
+    """The ``serve`` command: load the settings, bind, fork the workers, supervise them."""
     env_level = os.environ.get("MODELOPS_LOG_LEVEL", "info").lower()
     log = Logger(level=env_level if env_level in ("debug", "info", "warning", "error") else "info", role="supervisor")
     try:
@@ -73,18 +74,7 @@ def run(model_dir: str, cli: dict) -> int:
         log.error("config_invalid", error=str(exc))
         return EXIT_CONFIG
     log = Logger(level=opts["log_level"], role="supervisor")
-    threads = str(opts["threads"])
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        os.environ.setdefault(var, threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Read-only root fs: anything a framework wants to cache goes to the writable temp dir.
-    import tempfile
-
-    os.environ.setdefault("KERAS_HOME", os.path.join(tempfile.gettempdir(), ".keras"))
-
-    workers = opts["workers"]
-    shared = SharedMetrics(workers, Layout(drift_size(manifest.get("reference"))))
-
+    _set_thread_environment(opts["threads"])
     # One listening socket for the whole server, bound here and inherited by the workers.
     # The supervisor never accepts; a worker accepts only once its model is ready (or has
     # failed, to report why), so a connection never reaches a worker that cannot answer it.
@@ -93,93 +83,134 @@ def run(model_dir: str, cli: dict) -> int:
     except OSError as exc:
         log.error("bind_failed", host=opts["host"], port=opts["port"], error=bind_error(opts["host"], opts["port"], exc))
         return EXIT_CONFIG
-    port = listener.getsockname()[1]
     log.info(
         "starting", name=manifest["name"], version=str(manifest["version"]), framework=manifest["framework"],
-        host=opts["host"], port=port, workers=workers, runtime_version=__version__, uid=os.getuid(),
-        options={k: v for k, v in opts.items() if k not in ("host", "port")},
+        host=opts["host"], port=listener.getsockname()[1], workers=opts["workers"], runtime_version=__version__,
+        uid=os.getuid(), options={k: v for k, v in opts.items() if k not in ("host", "port")},
     )
+    return Supervisor(model_dir, manifest, opts, listener, log).run()
 
-    state = {"shutting_down": False, "deadline": None, "signals": 0}
-    children: dict[int, int] = {}  # pid -> worker index
-    started: dict[int, float] = {}
-    backoff = [0.5] * workers
-    pending_restart: dict[int, float] = {}  # worker index -> time to restart
-    exit_codes: list[int] = []
 
-    def on_signal(signum, frame):
-        state["signals"] += 1
-        if not state["shutting_down"]:
-            state["shutting_down"] = True
-            state["deadline"] = time.monotonic() + opts["drain_timeout"] + 5.0
-            log.info("shutdown_requested", signal=signal.Signals(signum).name, workers=len(children))
+def _set_thread_environment(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Read-only root fs: anything a framework wants to cache goes to the writable temp dir.
+    import tempfile
+
+    os.environ.setdefault("KERAS_HOME", os.path.join(tempfile.gettempdir(), ".keras"))
+
+
+class Supervisor:
+    """Keeps ``workers`` worker processes alive until SIGTERM, then waits for their drain.
+
+    A worker that dies is restarted after a back-off (0.5 s, doubling up to 30 s, reset
+    once a worker lived a minute); one that cannot load its model (exit 3) stops the server."""
+
+    def __init__(self, model_dir: str, manifest: dict, opts: dict, listener: socket.socket, log: Logger):
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.opts = opts
+        self.listener = listener
+        self.log = log
+        workers = opts["workers"]
+        self.shared = SharedMetrics(workers, Layout(drift_size(manifest.get("reference"))))
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}  # pid -> start time
+        self.backoff = [0.5] * workers
+        self.pending_restart: dict[int, float] = {}  # worker index -> time to restart
+        self.exit_codes: list[int] = []
+        self.shutting_down = False
+        self.deadline: float | None = None
+        self.signals = 0
+        self.fatal: int | None = None
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        for i in range(self.opts["workers"]):
+            self.spawn(i, restarted=False)
+        while self.children or (self.pending_restart and not self.shutting_down):
+            if not self.reap_one():
+                self.housekeeping(time.monotonic())
+                time.sleep(0.05)
+        return self.exit_status()
+
+    def spawn(self, index: int, restarted: bool) -> None:
+        pid = _spawn(index, self.model_dir, self.manifest, self.opts, self.shared, self.listener, restarted, self.log)
+        self.children[pid] = index
+        self.started[pid] = time.monotonic()
+
+    def on_signal(self, signum, frame) -> None:
+        self.signals += 1
+        if not self.shutting_down:
+            self.shutting_down = True
+            self.deadline = time.monotonic() + self.opts["drain_timeout"] + 5.0
+            self.log.info("shutdown_requested", signal=signal.Signals(signum).name, workers=len(self.children))
             try:
-                listener.close()
+                self.listener.close()
             except OSError:
                 pass
-            for pid in list(children):
-                _kill(pid, signal.SIGTERM)
-        elif state["signals"] >= 3:
-            for pid in list(children):
-                _kill(pid, signal.SIGKILL)
+            self.kill_all(signal.SIGTERM)
+        elif self.signals >= 3:
+            self.kill_all(signal.SIGKILL)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def kill_all(self, sig) -> None:
+        for pid in list(self.children):
+            _kill(pid, sig)
 
-    for i in range(workers):
-        pid = _spawn(i, model_dir, manifest, opts, shared, listener, False, log)
-        children[pid] = i
-        started[pid] = time.monotonic()
-
-    fatal = None
-    while children or (pending_restart and not state["shutting_down"]):
+    def reap_one(self) -> bool:
+        """Handle one exited worker, if any; True when one was handled."""
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            pid, status = 0, 0
-        if pid and pid in children:
-            idx = children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
-            lived = time.monotonic() - started.pop(pid, time.monotonic())
-            if state["shutting_down"]:
-                exit_codes.append(code)
-                log.info("worker_exited", worker=idx, code=code)
-            elif code == EXIT_LOAD_FAILED:
-                log.error("worker_load_failed", worker=idx, code=code)
-                fatal = EXIT_LOAD_FAILED
-                on_signal(signal.SIGTERM, None)
-            else:
-                if lived > 60:
-                    backoff[idx] = 0.5
-                delay = backoff[idx]
-                backoff[idx] = min(backoff[idx] * 2, 30.0)
-                log.error("worker_died", worker=idx, code=code, restart_in_seconds=delay)
-                shared.reset_worker_gauges(idx)
-                pending_restart[idx] = time.monotonic() + delay
-            continue
-        now = time.monotonic()
-        if not state["shutting_down"]:
-            for idx, when in list(pending_restart.items()):
-                if now >= when:
-                    del pending_restart[idx]
-                    shared.add_restart(idx)
-                    npid = _spawn(idx, model_dir, manifest, opts, shared, listener, True, log)
-                    children[npid] = idx
-                    started[npid] = now
+            return False
+        if not pid or pid not in self.children:
+            return False
+        idx = self.children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        lived = time.monotonic() - self.started.pop(pid, time.monotonic())
+        if self.shutting_down:
+            self.exit_codes.append(code)
+            self.log.info("worker_exited", worker=idx, code=code)
+        elif code == EXIT_LOAD_FAILED:
+            self.log.error("worker_load_failed", worker=idx, code=code)
+            self.fatal = EXIT_LOAD_FAILED
+            self.on_signal(signal.SIGTERM, None)
         else:
-            pending_restart.clear()
-            if state["deadline"] is not None and now > state["deadline"]:
-                for cpid in list(children):
-                    _kill(cpid, signal.SIGKILL)
-                state["deadline"] = None
-        time.sleep(0.05)
+            self.schedule_restart(idx, code, lived)
+        return True
 
-    if fatal is not None:
-        log.error("exiting", code=fatal, reason="model could not be verified/loaded (exit_on_load_failure)")
-        return fatal
-    code = 0 if all(c == 0 for c in exit_codes) else 1
-    log.info("stopped", code=code)
-    return code
+    def schedule_restart(self, idx: int, code: int, lived: float) -> None:
+        if lived > 60:
+            self.backoff[idx] = 0.5
+        delay = self.backoff[idx]
+        self.backoff[idx] = min(delay * 2, 30.0)
+        self.log.error("worker_died", worker=idx, code=code, restart_in_seconds=delay)
+        self.shared.reset_worker_gauges(idx)
+        self.pending_restart[idx] = time.monotonic() + delay
+
+    def housekeeping(self, now: float) -> None:
+        """Restart the workers whose back-off is over; past the drain deadline, kill the rest."""
+        if not self.shutting_down:
+            for idx, when in list(self.pending_restart.items()):
+                if now >= when:
+                    del self.pending_restart[idx]
+                    self.shared.add_restart(idx)
+                    self.spawn(idx, restarted=True)
+            return
+        self.pending_restart.clear()
+        if self.deadline is not None and now > self.deadline:
+            self.kill_all(signal.SIGKILL)
+            self.deadline = None
+
+    def exit_status(self) -> int:
+        if self.fatal is not None:
+            self.log.error("exiting", code=self.fatal, reason="model could not be verified/loaded (exit_on_load_failure)")
+            return self.fatal
+        code = 0 if all(c == 0 for c in self.exit_codes) else 1
+        self.log.info("stopped", code=code)
+        return code
 
 
 def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:

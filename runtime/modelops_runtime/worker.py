@@ -58,33 +58,27 @@ def _set_parent_death_signal() -> None:
 
 def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: SharedMetrics,
                 listener: socket.socket, restarted: bool, parent_pid: int) -> int:
-    """Serve on the supervisor's listening socket, inherited across the fork.
-
-    The worker accepts connections only once its model is verified, loaded and warmed up,
-    or once loading has failed (then every worker's readiness answers 503 with the reason).
-    A loading worker takes no connection, so nothing it could only refuse ever reaches it."""
+    """Serve on the supervisor's listening socket, inherited across the fork (see Worker)."""
     _set_parent_death_signal()
     if os.getppid() != parent_pid:
         return 1
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    return Worker(index, model_dir, manifest, opts, shared, listener).run(restarted)
+
+
+def _new_loop():
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop(), "uvloop"
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+
+
+def _quiet_numerics(opts: dict) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     import numpy as np
 
     np.seterr(all="ignore")  # overflowing casts become inf and are rejected by the input checks
-    log = Logger(level=opts["log_level"], worker=index)
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-        loop_name = "uvloop"
-    except ImportError:
-        loop = asyncio.new_event_loop()
-        loop_name = "asyncio"
-    asyncio.set_event_loop(loop)
-
-    from .server import App, HttpConnection
-
     try:
         import sklearn
 
@@ -92,102 +86,133 @@ def worker_main(index: int, model_dir: str, manifest: dict, opts: dict, shared: 
     except ImportError:
         pass
 
-    metrics = WorkerMetrics(shared, index)
-    app = App(manifest, opts, metrics, log, worker=index)
-    done = loop.create_future()
-    exit_code = [0]
 
-    async def start_accepting():
-        # Flag first: from the moment this worker can take a connection, every worker's
-        # readiness counts it (a failed worker turns the whole server's readiness to 503).
-        metrics.own[metrics.lay.listening] = 1.0
-        listener.setblocking(False)
-        srv = await loop.create_server(lambda: HttpConnection(app), sock=listener, backlog=2048)
-        app.servers.append(srv)
-        if app.draining:
-            srv.close()
+class Worker:
+    """One worker's life: load the model, accept connections, drain on SIGTERM, exit.
 
-    def finish(code: int):
-        exit_code[0] = code
-        if not done.done():
-            done.set_result(None)
+    The worker accepts connections only once its model is verified, loaded and warmed up,
+    or once loading has failed (then every worker's readiness answers 503 with the reason).
+    A loading worker takes no connection, so nothing it could only refuse ever reaches it."""
 
-    async def load():
+    def __init__(self, index: int, model_dir: str, manifest: dict, opts: dict, shared: SharedMetrics,
+                 listener: socket.socket):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        _quiet_numerics(opts)
+        from .app import App
+        from .httpserver import HttpServer
+
+        self.index = index
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.opts = opts
+        self.listener = listener
+        self.log = Logger(level=opts["log_level"], worker=index)
+        self.loop, self.loop_name = _new_loop()
+        asyncio.set_event_loop(self.loop)
+        self.metrics = WorkerMetrics(shared, index)
+        self.app = App(manifest, opts, self.metrics, worker=index)
+        self.http = HttpServer(self.app, opts, self.log)
+        self.done = self.loop.create_future()
+        self.exit_code = 0
+        self.drain_deadline = 0.0
+
+    def run(self, restarted: bool) -> int:
+        loop = self.loop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_term)
+        # Unblock only once the loop runs: a SIGTERM that arrived during start-up is pending
+        # and is delivered at the unblock; uvloop watches for signals only while it runs, so
+        # delivered before that, it would be lost and the worker would ignore the drain.
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
-            model, seconds, how = await loop.run_in_executor(None, load_model, model_dir, manifest, opts["threads"])
-        except mf.ChecksumError as exc:
-            reason = f"checksum verification failed: {exc}"
-        except loaders.LoadError as exc:
-            reason = f"model load failed: {exc}"
-        except samples.SampleMismatch as exc:
-            reason = f"warm-up sample check failed: {exc}"
+            self.log.info("worker_started", worker=self.index, restarted=restarted, loop=self.loop_name)
+            loop.call_later(1.0, self.tick)
+            loop.create_task(self.load())
+            loop.run_until_complete(self.done)
+        finally:
+            for srv in self.http.servers:
+                srv.close()
+            try:
+                loop.run_until_complete(asyncio.sleep(0))
+            except Exception:  # noqa: BLE001
+                pass
+        return self.exit_code
+
+    def finish(self, code: int) -> None:
+        self.exit_code = code
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def load(self) -> None:
+        app, log = self.app, self.log
+        try:
+            model, seconds, how = await self.loop.run_in_executor(
+                None, load_model, self.model_dir, self.manifest, self.opts["threads"])
         except Exception as exc:  # noqa: BLE001 - any failure must be reported, not crash silently
-            reason = f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
+            reason = load_failure(exc)
         else:
             import gc
 
             gc.collect()
             gc.freeze()  # everything loaded so far is long-lived: keep it out of GC passes
             app.set_ready(model, seconds)
-            log.info("model_ready", name=app.name, version=app.version, framework=manifest["framework"],
-                     load_seconds=round(seconds, 4), warm_up=how, checksums="verified", loop=loop_name)
-            if not app.draining:
-                await start_accepting()
+            log.info("model_ready", name=app.name, version=app.version, framework=self.manifest["framework"],
+                     load_seconds=round(seconds, 4), warm_up=how, checksums="verified", loop=self.loop_name)
+            await self.start_accepting()
             return
         app.set_failed(reason)
         log.error("model_load_failed", name=app.name, version=app.version, reason=reason)
-        if opts["exit_on_load_failure"]:
-            finish(EXIT_LOAD_FAILED)
+        if self.opts["exit_on_load_failure"]:
+            self.finish(EXIT_LOAD_FAILED)
             return
-        if not app.draining:
-            await start_accepting()  # so the reason is visible on /v2/health/ready
+        await self.start_accepting()  # so the reason is visible on /v2/health/ready
 
-    def on_term():
-        if app.draining:
+    async def start_accepting(self) -> None:
+        if self.app.draining:
             return
-        app.begin_drain()
-        metrics.own[metrics.lay.listening] = 0.0
-        deadline = time.monotonic() + opts["drain_timeout"]
-
-        def check():
-            if not app.connections:
-                log.info("drained", worker=index)
-                finish(0)
-            elif time.monotonic() >= deadline:
-                n = len(app.connections)
-                for c in list(app.connections):
-                    c.transport.abort()
-                log.warning("drain_timeout", worker=index, aborted_connections=n)
-                finish(0)
-            else:
-                loop.call_later(0.05, check)
-
-        check()
-
-    def tick():
-        try:
-            app.tick()
-        finally:
-            if not done.done():
-                loop.call_later(1.0, tick)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_term)
-    # Unblock only once the loop runs: a SIGTERM that arrived during start-up is pending
-    # and is delivered at the unblock; uvloop watches for signals only while it runs, so
-    # delivered before that, it would be lost and the worker would ignore the drain.
-    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-
-    try:
-        log.info("worker_started", worker=index, restarted=restarted, loop=loop_name)
-        loop.call_later(1.0, tick)
-        loop.create_task(load())
-        loop.run_until_complete(done)
-    finally:
-        for srv in app.servers:
+        # Flag first: from the moment this worker can take a connection, every worker's
+        # readiness counts it (a failed worker turns the whole server's readiness to 503).
+        self.metrics.own[self.metrics.lay.listening] = 1.0
+        self.listener.setblocking(False)
+        srv = await self.loop.create_server(self.http.connection, sock=self.listener, backlog=2048)
+        self.http.servers.append(srv)
+        if self.app.draining:
             srv.close()
+
+    def on_term(self) -> None:
+        if self.app.draining:
+            return
+        self.http.begin_drain()
+        self.metrics.own[self.metrics.lay.listening] = 0.0
+        self.drain_deadline = time.monotonic() + self.opts["drain_timeout"]
+        self.check_drained()
+
+    def check_drained(self) -> None:
+        if not self.http.connections:
+            self.log.info("drained", worker=self.index)
+            self.finish(0)
+        elif time.monotonic() >= self.drain_deadline:
+            aborted = self.http.abort_all()
+            self.log.warning("drain_timeout", worker=self.index, aborted_connections=aborted)
+            self.finish(0)
+        else:
+            self.loop.call_later(0.05, self.check_drained)
+
+    def tick(self) -> None:
         try:
-            loop.run_until_complete(asyncio.sleep(0))
-        except Exception:  # noqa: BLE001
-            pass
-    return exit_code[0]
+            self.http.tick()
+        finally:
+            if not self.done.done():
+                self.loop.call_later(1.0, self.tick)
+
+
+def load_failure(exc: Exception) -> str:
+    """Why loading failed, in the words readiness and the log report."""
+    if isinstance(exc, mf.ChecksumError):
+        return f"checksum verification failed: {exc}"
+    if isinstance(exc, loaders.LoadError):
+        return f"model load failed: {exc}"
+    if isinstance(exc, samples.SampleMismatch):
+        return f"warm-up sample check failed: {exc}"
+    return f"unexpected error while loading the model: {type(exc).__name__}: {exc}"
