@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "inventories" / "lab"
 TEST = ROOT / "inventories" / "testlab"
 IDENTITY = Path("group_vars/all/lab.yml")

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ansible_collections.modelops.serving.plugins.module_utils import packaging as pk
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 RUNTIME = os.path.join(ROOT, "runtime")
 
 

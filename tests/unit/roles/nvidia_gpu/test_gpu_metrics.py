@@ -1,7 +1,6 @@
 """nvidia-smi parsing and Prometheus textfile output of the nvidia_gpu role's
 metrics collector (roles/nvidia_gpu/files/modelops_gpu.py), on recorded
 nvidia-smi answers (tests/fixtures/gpu/nvidia-smi)."""
-import importlib.util
 import os
 import re
 import stat
@@ -9,19 +8,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "roles", "nvidia_gpu", "files", "modelops_gpu.py")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "gpu")
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("modelops_gpu_metrics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu = _load()
 
 
 def smi(name):
@@ -57,12 +46,12 @@ def value(parsed, metric, **labels):
     return hits[0]
 
 
-def test_query_matches_the_documented_field_order():
+def test_query_matches_the_documented_field_order(gpu):
     assert gpu.SMI_QUERY == ("index,uuid,name,pci.bus_id,driver_version,utilization.gpu,utilization.memory,"
                              "memory.total,memory.used,temperature.gpu,power.draw,power.limit,fan.speed,clocks.sm")
 
 
-def test_parse_two_a100():
+def test_parse_two_a100(gpu):
     gpus, problems = gpu.parse_smi_csv(smi("a100x2.csv"))
     assert problems == []
     assert [g["index"] for g in gpus] == [0, 1]
@@ -77,11 +66,11 @@ def test_parse_two_a100():
 
 
 @pytest.mark.parametrize("text", ["[N/A]", "[Not Supported]", "N/A", "[Unknown Error]", "[GPU requires reset]", "", "abc"])
-def test_unavailable_values(text):
+def test_unavailable_values(gpu, text):
     assert gpu.parse_value(text) is None
 
 
-def test_metrics_for_two_a100():
+def test_metrics_for_two_a100(gpu):
     gpus, problems = gpu.parse_smi_csv(smi("a100x2.csv"))
     parsed = samples(gpu.render_metrics(gpus, True, 0.123, 2, problems))
     u0 = "GPU-4b1c6e2a-9f3d-7a21-c1e5-2d8f0b6a9e47"
@@ -104,7 +93,7 @@ def test_metrics_for_two_a100():
     assert not [k for k in parsed if k[0] == "modelops_gpu_fan_speed_ratio"]
 
 
-def test_metrics_for_one_t4():
+def test_metrics_for_one_t4(gpu):
     gpus, problems = gpu.parse_smi_csv(smi("t4.csv"))
     parsed = samples(gpu.render_metrics(gpus, True, 0.05, 1, problems))
     assert value(parsed, "modelops_gpu_info", gpu=0, name="Tesla T4") == 1
@@ -113,14 +102,14 @@ def test_metrics_for_one_t4():
     assert value(parsed, "modelops_gpu_utilization_ratio", gpu=0) == pytest.approx(0.23)
 
 
-def test_not_supported_power_is_left_out_but_fan_is_kept():
+def test_not_supported_power_is_left_out_but_fan_is_kept(gpu):
     gpus, _ = gpu.parse_smi_csv(smi("rtx-not-supported.csv"))
     parsed = samples(gpu.render_metrics(gpus, True, 0.01, 1))
     assert not [k for k in parsed if k[0].startswith("modelops_gpu_power_")]
     assert value(parsed, "modelops_gpu_fan_speed_ratio", gpu=0) == pytest.approx(0.27)
 
 
-def test_a_lost_gpu_shows_as_count_below_pci_devices():
+def test_a_lost_gpu_shows_as_count_below_pci_devices(gpu):
     gpus, problems = gpu.parse_smi_csv(smi("a100x2-one-lost.txt"))
     assert len(gpus) == 1
     assert problems == ["Unable to determine the device handle for GPU0000:CA:00.0: Unknown Error"]
@@ -131,13 +120,13 @@ def test_a_lost_gpu_shows_as_count_below_pci_devices():
     assert value(parsed, "modelops_gpu_smi_up") == 0
 
 
-def test_no_driver_gives_no_gpu():
+def test_no_driver_gives_no_gpu(gpu):
     gpus, problems = gpu.parse_smi_csv(smi("no-driver.txt"))
     assert gpus == []
     assert len(problems) == 1 and "couldn't communicate with the NVIDIA driver" in problems[0]
 
 
-def test_label_values_are_escaped():
+def test_label_values_are_escaped(gpu):
     gpus, _ = gpu.parse_smi_csv(smi("t4.csv"))
     gpus[0]["name"] = 'Tesla "T4"\\x'
     text = gpu.render_metrics(gpus, True, 0.01, 1)
@@ -145,7 +134,7 @@ def test_label_values_are_escaped():
     samples(text)
 
 
-def _fake_smi(tmp_path, fixture, rc=0):
+def _fake_smi(gpu, tmp_path, fixture, rc=0):
     script = tmp_path / "nvidia-smi"
     script.write_text("#!/bin/sh\n"
                       "case \"$*\" in *--query-gpu=%s*--format=csv,noheader,nounits*) ;; *) echo bad args >&2; exit 2;; esac\n"
@@ -154,9 +143,9 @@ def _fake_smi(tmp_path, fixture, rc=0):
     return str(script)
 
 
-def test_collect_writes_the_textfile_atomically(tmp_path):
+def test_collect_writes_the_textfile_atomically(gpu, tmp_path):
     out = tmp_path / "modelops_gpu.prom"
-    rc = gpu.main(["metrics", "--nvidia-smi", _fake_smi(tmp_path, "a100x2.csv"), "--output", str(out),
+    rc = gpu.main(["metrics", "--nvidia-smi", _fake_smi(gpu, tmp_path, "a100x2.csv"), "--output", str(out),
                    "--sysfs-pci-path", os.path.join(FIXTURES, "sysfs", "a100x2-server")])
     assert rc == 0
     parsed = samples(out.read_text())
@@ -166,9 +155,9 @@ def test_collect_writes_the_textfile_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
-def test_collect_reports_a_failing_nvidia_smi(tmp_path, capsys):
+def test_collect_reports_a_failing_nvidia_smi(gpu, tmp_path, capsys):
     out = tmp_path / "modelops_gpu.prom"
-    rc = gpu.main(["metrics", "--nvidia-smi", _fake_smi(tmp_path, "no-driver.txt", rc=9), "--output", str(out),
+    rc = gpu.main(["metrics", "--nvidia-smi", _fake_smi(gpu, tmp_path, "no-driver.txt", rc=9), "--output", str(out),
                    "--sysfs-pci-path", os.path.join(FIXTURES, "sysfs", "t4-vm")])
     assert rc == 0  # reported through the metrics, the unit does not fail
     parsed = samples(out.read_text())
@@ -178,14 +167,14 @@ def test_collect_reports_a_failing_nvidia_smi(tmp_path, capsys):
     assert "couldn't communicate with the NVIDIA driver" in capsys.readouterr().err
 
 
-def test_collect_when_nvidia_smi_is_missing(tmp_path):
+def test_collect_when_nvidia_smi_is_missing(gpu, tmp_path):
     out = tmp_path / "modelops_gpu.prom"
     gpu.main(["metrics", "--nvidia-smi", str(tmp_path / "absent"), "--output", str(out),
               "--sysfs-pci-path", str(tmp_path)])
     assert value(samples(out.read_text()), "modelops_gpu_smi_up") == 0
 
 
-def test_collect_when_nvidia_smi_hangs(tmp_path):
+def test_collect_when_nvidia_smi_hangs(gpu, tmp_path):
     script = tmp_path / "nvidia-smi"
     script.write_text("#!/bin/sh\nexec sleep 5\n")
     script.chmod(0o755)
@@ -197,10 +186,10 @@ def test_collect_when_nvidia_smi_hangs(tmp_path):
     assert value(parsed, "modelops_gpu_smi_duration_seconds") < 4
 
 
-def test_script_runs_with_the_system_python(tmp_path):
+def test_script_runs_with_the_system_python(gpu, gpu_script, tmp_path):
     """The collector is run as `python3 modelops_gpu.py metrics ...` by its systemd unit."""
     import subprocess
     out = tmp_path / "modelops_gpu.prom"
-    subprocess.run([sys.executable, SCRIPT, "metrics", "--nvidia-smi", _fake_smi(tmp_path, "t4.csv"),
+    subprocess.run([sys.executable, gpu_script, "metrics", "--nvidia-smi", _fake_smi(gpu, tmp_path, "t4.csv"),
                     "--output", str(out), "--sysfs-pci-path", os.path.join(FIXTURES, "sysfs", "t4-vm")], check=True)
     assert "modelops_gpu_utilization_ratio" in out.read_text()

@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.modelops.serving.plugins.module_utils import packaging as pk
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 RUNTIME = os.path.join(ROOT, "runtime")
 sys.path.insert(0, os.path.join(RUNTIME, "tests"))
 
