@@ -31,7 +31,9 @@ from urllib.parse import quote, urlsplit
 
 USER_AGENT = 'modelops.serving.model_health/0.1.0'
 
-# Defaults shared by the module's argument_spec and direct callers.
+# The one place model_health's option defaults are set: the module builds its argument_spec
+# defaults from it, HealthCheck fills options a direct caller leaves out from it, and a unit test
+# checks that the module's DOCUMENTATION states the same values.
 DEFAULTS = {
     'url': None,
     'model': None,
@@ -669,6 +671,115 @@ def validate_params(params):
     return problems
 
 
+class LatencyRun:
+    """``total`` timed POSTs of one sample, sent by one or more threads sharing the counters.
+
+    Each thread holds its own keep-alive session and connects before timing starts. The run
+    stops early at the deadline (``remaining()`` reaches 0) or at a fatal error."""
+
+    def __init__(self, client, route, sample, total, wanted_version, remaining, request_timeout):
+        self.client = client
+        self.route = route
+        self.sample = sample
+        self.total = total
+        self.wanted = None if wanted_version is None else str(wanted_version)
+        self.remaining = remaining
+        self.request_timeout = request_timeout
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.durations = []
+        self.errors = 0
+        self.first_error = None
+        self.wrong_version = 0
+        self.versions = []
+        self.abort = False
+
+    def run(self, workers):
+        if workers <= 1:
+            self.worker()
+            return
+        threads = [threading.Thread(target=self.worker, name='model-health-%d' % i) for i in range(workers)]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        for thread in threads:
+            # every request is bounded by request_timeout and the deadline
+            thread.join(max(1.0, self.remaining()) + 2 * self.client.request_timeout)
+
+    def take(self):
+        """Claim the next request; False when none is left to send."""
+        with self.lock:
+            if self.abort or self.sent >= self.total or self.remaining() <= 0:
+                return False
+            self.sent += 1
+            return True
+
+    def record_error(self, text, fatal=False):
+        with self.lock:
+            self.errors += 1
+            if self.first_error is None:
+                self.first_error = text
+            if fatal:
+                self.abort = True
+
+    def record_answer(self, response):
+        header = response.header(VERSION_HEADER)
+        with self.lock:
+            self.durations.append(response.elapsed_ms)
+            if header is not None and header not in self.versions:
+                self.versions.append(header)
+            if self.wanted is not None and header is not None and header != self.wanted:
+                self.wrong_version += 1
+
+    def worker(self):
+        session = self.client.session()
+        try:
+            try:
+                # handshakes happen before timing; a failure here shows again on the first request
+                session.connect(self.request_timeout())
+            except CheckError:
+                pass
+            while self.take():
+                try:
+                    response = session.request('POST', self.route, payload=self.sample, timeout=self.request_timeout())
+                except CheckError as exc:
+                    self.record_error(exc.message, exc.fatal)
+                    continue
+                if response.ok:
+                    self.record_answer(response)
+                else:
+                    self.record_error(response.describe())
+        finally:
+            session.close()
+
+
+def latency_verdict(run, summary, params):
+    """(ok, message) of the latency step, from a finished LatencyRun and its summary."""
+    figures = ''
+    if summary['count']:
+        figures = 'p50 %s ms, p95 %s ms, p99 %s ms, max %s ms over %d request(s)' % (
+            format_ms(summary['p50']), format_ms(summary['p95']), format_ms(summary['p99']),
+            format_ms(summary['max']), summary['count'])
+    if run.errors:
+        return False, 'ready but %d of %d latency request(s) failed; first error: %s' % (
+            run.errors, run.sent, run.first_error)
+    if run.sent < run.total:
+        return False, 'ready but only %d of %d latency request(s) were sent before the %s s timeout (%s)' % (
+            run.sent, run.total, format_number(params['timeout']), figures or 'no figures')
+    if run.wrong_version:
+        return False, 'ready but %d of %d latency answer(s) had %s other than %r (seen: %s)' % (
+            run.wrong_version, run.total, VERSION_HEADER, run.wanted, ', '.join(run.versions))
+    problems = slo_violations(summary, params['slo_p99_ms'], params['slo_p95_ms'])
+    if problems:
+        return False, '; '.join(problems)
+    slos = []
+    if params['slo_p95_ms'] is not None:
+        slos.append('p95 %s ms' % format_number(params['slo_p95_ms']))
+    if params['slo_p99_ms'] is not None:
+        slos.append('p99 %s ms' % format_number(params['slo_p99_ms']))
+    return True, figures + (' (SLO %s met)' % ', '.join(slos) if slos else '')
+
+
 class HealthCheck:
     """Runs live, ready, metadata, version, sample and latency checks in order,
     stopping at the first failure. ``run()`` returns the result dict."""
@@ -869,103 +980,18 @@ class HealthCheck:
 
     def _check_latency(self):
         sample = self.params['sample']
-        kind = sample_kind(sample)
-        route = self._sample_route(kind)
-        total = int(self.params['latency_requests'])
-        workers = min(int(self.params['latency_concurrency']), total)
-        wanted = self.params['expected_version_header']
-        state = {'next': 0, 'durations': [], 'errors': 0, 'first_error': None, 'wrong_version': 0,
-                 'versions': [], 'abort': False}
-        lock = threading.Lock()
-
-        def take():
-            with lock:
-                if state['abort'] or state['next'] >= total or self._remaining() <= 0:
-                    return False
-                state['next'] += 1
-                return True
-
-        def record_error(text, fatal=False):
-            with lock:
-                state['errors'] += 1
-                if state['first_error'] is None:
-                    state['first_error'] = text
-                if fatal:
-                    state['abort'] = True
-
-        def worker():
-            session = self.client.session()
-            try:
-                try:
-                    # handshakes happen before timing; a failure here shows again on the first request
-                    session.connect(self._request_timeout())
-                except CheckError:
-                    pass
-                while take():
-                    try:
-                        response = session.request('POST', route, payload=sample, timeout=self._request_timeout())
-                    except CheckError as exc:
-                        record_error(exc.message, exc.fatal)
-                        continue
-                    if not response.ok:
-                        record_error(response.describe())
-                        continue
-                    header = response.header(VERSION_HEADER)
-                    with lock:
-                        state['durations'].append(response.elapsed_ms)
-                        if header is not None and header not in state['versions']:
-                            state['versions'].append(header)
-                        if wanted is not None and header is not None and header != str(wanted):
-                            state['wrong_version'] += 1
-            finally:
-                session.close()
-
-        if workers <= 1:
-            worker()
-        else:
-            threads = [threading.Thread(target=worker, name='model-health-%d' % i) for i in range(workers)]
-            for thread in threads:
-                thread.daemon = True
-                thread.start()
-            for thread in threads:
-                # every request is bounded by request_timeout and the deadline
-                thread.join(max(1.0, self._remaining()) + 2 * self.client.request_timeout)
-
-        with lock:
-            durations = list(state['durations'])
-            errors = state['errors']
-            first_error = state['first_error']
-            done = state['next']
-            wrong_version = state['wrong_version']
-            for value in state['versions']:
-                if value not in self.versions_seen:
-                    self.versions_seen.append(value)
-        summary = latency_summary(durations)
+        run = LatencyRun(self.client, self._sample_route(sample_kind(sample)), sample,
+                         int(self.params['latency_requests']), self.params['expected_version_header'],
+                         remaining=self._remaining, request_timeout=self._request_timeout)
+        run.run(min(int(self.params['latency_concurrency']), run.total))
+        for value in run.versions:
+            if value not in self.versions_seen:
+                self.versions_seen.append(value)
+        summary = latency_summary(run.durations)
         self.result['latency_ms'] = summary
-        self.result['errors'] = errors
-        figures = ''
-        if summary['count']:
-            figures = 'p50 %s ms, p95 %s ms, p99 %s ms, max %s ms over %d request(s)' % (
-                format_ms(summary['p50']), format_ms(summary['p95']), format_ms(summary['p99']),
-                format_ms(summary['max']), summary['count'])
-        if errors:
-            return self._add('latency', False, 'ready but %d of %d latency request(s) failed; first error: %s'
-                             % (errors, done, first_error))
-        if done < total:
-            return self._add('latency', False, 'ready but only %d of %d latency request(s) were sent before the %s s timeout (%s)'
-                             % (done, total, format_number(self.params['timeout']), figures or 'no figures'))
-        if wrong_version:
-            return self._add('latency', False, 'ready but %d of %d latency answer(s) had %s other than %r (seen: %s)'
-                             % (wrong_version, total, VERSION_HEADER, str(wanted), ', '.join(state['versions'])))
-        problems = slo_violations(summary, self.params['slo_p99_ms'], self.params['slo_p95_ms'])
-        if problems:
-            return self._add('latency', False, '; '.join(problems))
-        slos = []
-        if self.params['slo_p95_ms'] is not None:
-            slos.append('p95 %s ms' % format_number(self.params['slo_p95_ms']))
-        if self.params['slo_p99_ms'] is not None:
-            slos.append('p99 %s ms' % format_number(self.params['slo_p99_ms']))
-        return self._add('latency', True, figures + (' (SLO %s met)' % ', '.join(slos) if slos else ''))
+        self.result['errors'] = run.errors
+        ok, message = latency_verdict(run, summary, self.params)
+        return self._add('latency', ok, message)
 
     # -- the run
 

@@ -326,6 +326,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.modelops.serving.plugins.module_utils.health import (
+    DEFAULTS,
     CheckError,
     is_sensitive_header,
     run_checks,
@@ -333,32 +334,41 @@ from ansible_collections.modelops.serving.plugins.module_utils.health import (
 )
 
 
+def argument_spec():
+    """The options' types; their defaults are health.DEFAULTS (DOCUMENTATION repeats them, checked by a unit test)."""
+    spec = dict(
+        url=dict(type='str', required=True),
+        model=dict(type='str', required=True),
+        version=dict(type='str'),
+        headers=dict(type='dict'),
+        api_key=dict(type='str', no_log=True),
+        ca_path=dict(type='path'),
+        validate_certs=dict(type='bool'),
+        client_cert=dict(type='path'),
+        client_key=dict(type='path', no_log=False),
+        server_name=dict(type='str'),
+        timeout=dict(type='float'),
+        request_timeout=dict(type='float'),
+        retry_interval=dict(type='float'),
+        sample=dict(type='dict'),
+        expected=dict(type='raw'),
+        tolerance=dict(type='float'),
+        expected_output=dict(type='str'),
+        latency_requests=dict(type='int'),
+        latency_concurrency=dict(type='int'),
+        slo_p99_ms=dict(type='float'),
+        slo_p95_ms=dict(type='float'),
+        expected_version_header=dict(type='str'),
+    )
+    for name, option in spec.items():
+        if DEFAULTS[name] is not None:
+            option['default'] = DEFAULTS[name]
+    return spec
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type='str', required=True),
-            model=dict(type='str', required=True),
-            version=dict(type='str'),
-            headers=dict(type='dict'),
-            api_key=dict(type='str', no_log=True),
-            ca_path=dict(type='path'),
-            validate_certs=dict(type='bool', default=True),
-            client_cert=dict(type='path'),
-            client_key=dict(type='path', no_log=False),
-            server_name=dict(type='str'),
-            timeout=dict(type='float', default=60),
-            request_timeout=dict(type='float', default=5),
-            retry_interval=dict(type='float', default=1),
-            sample=dict(type='dict'),
-            expected=dict(type='raw'),
-            tolerance=dict(type='float', default=0),
-            expected_output=dict(type='str'),
-            latency_requests=dict(type='int', default=0),
-            latency_concurrency=dict(type='int', default=1),
-            slo_p99_ms=dict(type='float'),
-            slo_p95_ms=dict(type='float'),
-            expected_version_header=dict(type='str'),
-        ),
+        argument_spec=argument_spec(),
         required_by=dict(client_key='client_cert'),
         supports_check_mode=True,
     )
