@@ -129,10 +129,12 @@ def package(version, model, expected=None):
 
 
 def models_var(version):
-    return json.dumps({"model_deploy_models": [{
-        "name": "iris", "version": str(version), "replicas": 2, "port": 8600, "image": NAMESPACE + "/iris",
-        "archive": os.path.join(DEMO, "iris-%s.tar" % version), "memory": "512m", "cpus": 1.0,
-        "sample": {"instances": SAMPLE}, "expected": EXPECTED}]})
+    """The inventory's model catalog with iris at this version (what a site edits to roll one out)."""
+    return json.dumps({"modelops_models": [{
+        "name": "iris", "version": str(version), "model_path": os.path.join(DEMO, "iris-v%s" % version, "iris.joblib"),
+        "image": NAMESPACE + "/iris", "archive": os.path.join(DEMO, "iris-%s.tar" % version),
+        "sample": {"instances": SAMPLE}, "expected": EXPECTED, "slo_p99_ms": 250, "replicas": 2, "port": 8600,
+        "memory": "512m", "cpus": 1.0, "route": {}}]})
 
 
 def load(ca_file, api_key):
