@@ -1,4 +1,4 @@
-"""scripts/role_docs.py and tests/check_argument_specs.py on small roles made here.
+"""scripts/role_docs.py, scripts/check_paths.py and tests/check_argument_specs.py on small trees made here.
 
 The README generator must rewrite only the block between its markers, render
 every entry point and suboption, and in --check mode name each stale README;
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _load(name: str, path: Path):
