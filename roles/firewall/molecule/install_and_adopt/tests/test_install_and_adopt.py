@@ -3,32 +3,17 @@
 debian13 is the admin and monitoring host (firewall_admin_cidrs and
 firewall_monitoring_cidrs hold its address); debian12 is only a client.
 Both run listeners on 443, 8080 and 9100; debian12 also runs Docker.
+The role installs firewalld on debian12 and adopts a stopped one with a
+hand-made zone on debian13.
 """
-import os
 import re
 
-import pytest
-import testinfra
+from testinfra_fixtures import group_host, ip_of, name
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-D12, D13 = "modelops-mol-debian12", "modelops-mol-debian13"
+# Inventory names: they resolve on the molecule network and depend on the lane.
+D12, D13 = name(group_host("debian12")), name(group_host("debian13"))
 SCAN = "nmap -sT -Pn -n --max-retries 1 -T4 --host-timeout 120s"
-
-
-@pytest.fixture(scope="module")
-def d12():
-    return testinfra.get_host(f"ansible://{D12}", ansible_inventory=INVENTORY)
-
-
-@pytest.fixture(scope="module")
-def d13():
-    return testinfra.get_host(f"ansible://{D13}", ansible_inventory=INVENTORY)
-
-
-def ip_of(host):
-    # The address on the molecule network (hostname -I may list docker0 first).
-    name = host.backend.get_hostname()
-    return host.check_output(f"getent hosts {name}").split()[0]
+JOURNAL_UNITS = ("firewalld", "docker")
 
 
 def open_ports(scanner, target, ports):
@@ -81,7 +66,7 @@ def test_exporter_answers_the_monitoring_host_only(d12, d13):
 
 
 def test_docker_keeps_working_behind_firewalld(d12):
-    host, name = d12, D12
+    host = d12
     # docker0 is in Docker's own zone (Docker registered with firewalld).
     assert host.check_output("firewall-cmd --get-zone-of-interface=docker0") == "docker"
     # A port published on 127.0.0.1 works on the host...

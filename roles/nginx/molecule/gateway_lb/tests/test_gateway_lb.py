@@ -1,21 +1,18 @@
 """Verify the nginx role for real, each host acting as the other's client.
 
-debian12 (GW) is a model gateway in front of a real HTTP service on
-127.0.0.1:8601; debian13 (LB) is the load-balancer tier in front of GW.
+The gateway (GW, group debian12) is a model gateway in front of a real HTTP
+service on 127.0.0.1:8601; the LB tier (LB, group debian13) is in front of GW.
 Requests go over the molecule network only; every loop is bounded.
 """
 import json
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
+from testinfra_fixtures import SCENARIO, group_host, name, playbook
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-GW, LB = "modelops-mol-debian12", "modelops-mol-debian13"
+# Inventory names: they resolve on the molecule network and depend on the lane.
+GW, LB = name(group_host("debian12")), name(group_host("debian13"))
+JOURNAL_UNITS = ("nginx",)
 CA = "/etc/modelops/pki/ca.crt"
 KEYS = {
     "team-a": "molecule-team-a-key-0123456789abcdef",
@@ -25,13 +22,13 @@ KEYS = {
 
 
 @pytest.fixture(scope="module")
-def gw():
-    return testinfra.get_host(f"ansible://{GW}", ansible_inventory=INVENTORY)
+def gw(d12):
+    return d12
 
 
 @pytest.fixture(scope="module")
-def lb():
-    return testinfra.get_host(f"ansible://{LB}", ansible_inventory=INVENTORY)
+def lb(d13):
+    return d13
 
 
 def curl(client, url, *args, key=None):
@@ -225,6 +222,14 @@ def test_failed_replica_is_retried_on_the_other(lb):
         assert status == 200 and json.loads(body)["port"] == 8601
 
 
+def test_posts_the_replica_may_have_received_are_retried_too(gw, lb):
+    # nginx_next_upstream_non_idempotent defaults to true (README "Upstreams"):
+    # both tiers resend a POST even when the first replica may have received it.
+    for host in (gw, lb):
+        conf = host.file("/etc/nginx/modelops/gateway.conf").content_string
+        assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in conf
+
+
 # ------------------------------------------------------------------ mTLS
 def test_client_certificate_signed_by_our_ca_is_accepted(lb):
     status, _, body = curl(lb, f"https://{GW}/v2/models/echo/ready",
@@ -328,9 +333,7 @@ def test_upstream_entry_point_switches_and_rejects_bad_config(gw, lb):
     echo_conf = gw.file("/etc/nginx/modelops/upstreams/echo.conf")
     before = echo_conf.md5sum
     master = gw.check_output("cat /run/nginx.pid")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "verify_upstream.yml")],
-        capture_output=True, text=True, timeout=300, check=False)
+    run = playbook("verify_upstream.yml")
     assert run.returncode == 0, run.stdout[-4000:]
     assert "REJECTED" in run.stdout and "invalid port" in run.stdout
     # The replica registered through the entry point serves at once.
@@ -375,8 +378,7 @@ def test_reloads_under_load_lose_no_kept_alive_request(gw, lb):
 
 def test_drain_entry_point_turns_readiness_off_without_a_reload(gw, lb):
     def drain(state):
-        run = subprocess.run(["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "verify_drain.yml"),
-                              "-e", f"drained={state}"], capture_output=True, text=True, timeout=300, check=False)
+        run = playbook("verify_drain.yml", "-e", f"drained={state}")
         assert run.returncode == 0, run.stdout[-4000:]
 
     workers = gw.check_output("pgrep -d, -P $(cat /run/nginx.pid)")
