@@ -104,7 +104,7 @@ docs: venv ## Regenerate the role READMEs' variables tables and docs/collection 
 	antsibull-changelog generate
 
 .PHONY: docs-check
-docs-check: venv ## Fail naming what is stale: README tables, docs/collection, CHANGELOG.md, paths README.md names
+docs-check: venv ## Fail naming what is stale: README tables, docs/collection, CHANGELOG.md, paths the READMEs name
 	$(PY) scripts/role_docs.py --check
 	@tmp=$$(mktemp -d) && chmod 0755 $$tmp && trap 'rm -rf $$tmp' EXIT && \
 	  $(ANTSIBULL_DOCS) --dest-dir $$tmp modelops.serving >/dev/null && \
@@ -112,7 +112,7 @@ docs-check: venv ## Fail naming what is stale: README tables, docs/collection, C
 	  antsibull-changelog generate --output $$tmp/CHANGELOG.md --output-format md && \
 	  { diff -u CHANGELOG.md $$tmp/CHANGELOG.md || { echo "CHANGELOG.md is stale: run make docs"; exit 1; }; }
 	antsibull-docs lint-collection-docs --plugin-docs --output-format simplified-rst .
-	$(PY) scripts/check_paths.py README.md
+	$(PY) scripts/check_paths.py README.md docs/*.md roles/*/README.md runtime/README.md
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, argument_specs vs defaults, docs current

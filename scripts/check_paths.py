@@ -10,7 +10,7 @@ spans with placeholders (`<name>`, `{a,b}`, `$(VAR)`) are skipped, and so are
 paths git ignores (made at run time, like `inventories/lab/pki/`). A `:line`
 or `#anchor` suffix is dropped before the check.
 
-Usage: scripts/check_paths.py FILE.md ...   (paths relative to the repository root)
+Usage: scripts/check_paths.py FILE.md ...   (relative to the repository root, or absolute)
 """
 from __future__ import annotations
 
@@ -76,10 +76,11 @@ def main(argv: list[str]) -> int:
     problems = 0
     for arg in argv:
         md = (ROOT / arg) if not Path(arg).is_absolute() else Path(arg)
-        for name in missing(md):
+        bad = missing(md)
+        for name in bad:
             print(f"{arg}: names {name}, which does not exist")
-            problems += 1
-        print(f"paths: {arg} checked, {problems} missing")
+        problems += len(bad)
+    print(f"paths: {len(argv)} files checked, {problems} names of missing paths")
     return 1 if problems else 0
 
 
