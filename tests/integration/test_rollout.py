@@ -16,7 +16,8 @@ the load balancer (kept-alive connections, as real clients keep them), this test
    at the gateway and the load balancer, work, verify, undrain);
 5. changes the load balancer's certificate, API keys and routes (each live
    through a reload of its NGINX), then reverts them.
-Every step must end with zero failed client requests. The figures, each failure
+Every step must end with zero failed client requests. Before all that, the
+inventory's model catalog check must refuse lists that disagree. The figures, each failure
 with the playbook task that was running, and the task timelines go to
 tests/output/rollout-report.json after every step.
 """
@@ -183,6 +184,24 @@ def rollout_times(stdout):
                 if key in MODEL_HOSTS:
                     times[key] = value
     return times
+
+
+def test_catalog_check_refuses_lists_that_disagree_before_any_host_is_touched():
+    """site.yml and rolling_update.yml start with catalog_check.yml: a route without replicas stops them."""
+    proc = playbook("catalog_check.yml")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    proc = playbook("rolling_update.yml", "-e", json.dumps({"model_deploy_models": []}))
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())  # the result callback folds long messages
+    for host in MODEL_HOSTS:
+        assert "%s: nginx_models: iris has a gateway route but no replicas (model_deploy_models)" % host in said, said
+    assert "Update the model servers, canary first" not in said, "no host may be touched"
+    proc = playbook("site.yml", "-e", json.dumps({"modelops_models": json.loads(models_var(1))["modelops_models"]
+                                                  + [{"name": "ghost", "version": "1"}]}))
+    assert proc.returncode != 0
+    said = " ".join(proc.stdout.split())
+    assert "modelops_models: ghost has neither a model_path to package nor a prebuilt image or archive" in said, said
+    assert "Package the models the inventory lists" not in said, "nothing may be packaged"
 
 
 def test_rollout_under_load(ca_file, api_key):
