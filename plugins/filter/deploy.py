@@ -18,7 +18,7 @@ def _int(value, what):
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise AnsibleFilterError("%s must be an integer, got %r" % (what, value))
+        raise AnsibleFilterError("%s must be an integer, got %r" % (what, value)) from None
 
 
 def _slot(slot):
