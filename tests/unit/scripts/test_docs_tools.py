@@ -193,3 +193,12 @@ def test_check_paths_names_what_is_missing(tmp_path):
 def test_check_paths_exit_status():
     assert check_paths.main([]) == 2
     assert check_paths.main([str(ROOT / "galaxy.yml")]) == 0
+
+
+def test_argument_specs_check_and_readme_generator_visit_every_role(monkeypatch):
+    roles = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir() and not p.name.startswith("."))
+    seen = []
+    monkeypatch.setattr(check_specs, "check_role", lambda role: seen.append(role.name) or [])
+    assert check_specs.main() == 0
+    assert seen == roles
+    assert [p.name for p in role_docs.roles_to_do(ROOT, [])] == roles
