@@ -1,13 +1,14 @@
 """The application of one worker: model state, routes and handlers (no HTTP in here).
 
-``App.handle`` turns a received request into an ``Answer``. Handlers are
-written once. The two that run the model (infer, predict) decode the request
-and return a ``ModelCall``: the inputs, plus how to encode the prediction.
-``App`` then runs that call through the ``Predictor``, either inline (the
-small tabular models this runtime targets answer in tens of microseconds, so
-handing work to a thread would cost more than it saves) or, for the heavy
-frameworks, in a helper thread, so that the event loop keeps answering health
-checks and metrics meanwhile; the HTTP layer then gets an awaitable answer.
+``App.handle`` turns a received request into an answer, the tuple (status,
+body, content type, extra header lines) of httpserver. Handlers are written
+once. The two endpoints that run the model (infer, predict) have a decode and
+an encode handler; between them ``App`` runs the model step through the
+``Predictor``, either inline (the small tabular models this runtime targets
+answer in tens of microseconds, so handing work to a thread would cost more
+than it saves) or, for the heavy frameworks, in a helper thread, so that the
+event loop keeps answering health checks and metrics meanwhile; the HTTP layer
+then gets an awaitable answer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from typing import Callable, NamedTuple
 from urllib.parse import unquote
 
 import numpy as np
@@ -25,7 +25,7 @@ from . import __version__
 from . import metrics as mx
 from .cache import PredictionCache
 from .drift import DriftLayout, DriftWindow
-from .httpserver import JSON, Answer, error_answer, error_body, request_path
+from .httpserver import JSON, error_answer, error_body, request_path
 from .protocol import Decoder, RequestError, encode_infer, encode_predictions, header_length
 
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
@@ -38,15 +38,7 @@ EP_SMETA, EP_LIVE, EP_READY, EP_METRICS, EP_OTHER = (
     E["server_metadata"], E["health_live"], E["health_ready"], E["metrics"], E["other"],
 )
 
-LIVE = Answer(200, b'{"live":true}')
-
-
-class ModelCall(NamedTuple):
-    """A handler's request to run the model: inputs, wanted outputs, and how to encode the result."""
-
-    feeds: dict
-    wanted: list | None
-    encode: Callable[[dict], Answer]
+LIVE = (200, b'{"live":true}', JSON, b"")
 
 
 def _call_model(model, feeds: dict, wanted):
@@ -60,7 +52,7 @@ def _call_model(model, feeds: dict, wanted):
 
 
 class Predictor:
-    """Runs a ModelCall: the prediction cache, the model, its metrics and the drift window.
+    """Runs the model step: the prediction cache, the model, its metrics and the drift window.
 
     ``now`` calls the model inline and ``later`` in the helper thread; both share the
     lookup before and the bookkeeping after, which stay on the event loop's thread."""
@@ -74,30 +66,30 @@ class Predictor:
         self.drift = drift
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def lookup(self, call: ModelCall):
+    def lookup(self, feeds: dict, wanted):
         """(key, hit) for the prediction cache; key is None when caching does not apply."""
         cache = self.cache
         if not cache.size:
             return None, None
-        key = cache.key(call.feeds, call.wanted)
+        key = cache.key(feeds, wanted)
         if key is None:
             return None, None
         hit = cache.get(key)
         if hit is not None:
             self.own[self.lay.cache_hits] += 1.0
             if self.drift is not None:
-                self.drift.add(next(iter(call.feeds.values())))
+                self.drift.add(next(iter(feeds.values())))
         else:
             self.own[self.lay.cache_misses] += 1.0
         return key, hit
 
-    def settle(self, key, call: ModelCall, outcome):
+    def settle(self, key, feeds: dict, outcome):
         """After the model ran: count it, fill the cache, feed the drift window."""
         res, seconds, exc = outcome
         if exc is not None:
             self.own[self.lay.inf_errors] += 1.0
             raise RequestError(500, f"inference failed: {type(exc).__name__}: {exc}") from exc
-        first = next(iter(call.feeds.values()))
+        first = next(iter(feeds.values()))
         self.metrics.inference(seconds, first.shape[0] if first.ndim else 1)
         if key is not None:
             self.cache.put(key, res)
@@ -105,21 +97,23 @@ class Predictor:
             self.drift.add(first)
         return res
 
-    def now(self, call: ModelCall):
-        key, hit = self.lookup(call)
+    def now(self, feeds: dict, wanted):
+        if not self.cache.size:  # the common case, kept short: no cache to look in
+            return self.settle(None, feeds, _call_model(self.model, feeds, wanted))
+        key, hit = self.lookup(feeds, wanted)
         if hit is not None:
             return hit
-        return self.settle(key, call, _call_model(self.model, call.feeds, call.wanted))
+        return self.settle(key, feeds, _call_model(self.model, feeds, wanted))
 
-    async def later(self, call: ModelCall):
-        key, hit = self.lookup(call)
+    async def later(self, feeds: dict, wanted):
+        key, hit = self.lookup(feeds, wanted)
         if hit is not None:
             return hit
         if self.executor is None:
             self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(self.executor, _call_model, self.model, call.feeds, call.wanted)
-        return self.settle(key, call, outcome)
+        outcome = await loop.run_in_executor(self.executor, _call_model, self.model, feeds, wanted)
+        return self.settle(key, feeds, outcome)
 
 
 class App:
@@ -154,10 +148,10 @@ class App:
             "original_framework": manifest.get("original_framework", manifest["framework"]),
             "runtime_version": __version__,
         }
-        self.server_meta = Answer(200, orjson.dumps(
+        self.server_meta = (200, orjson.dumps(
             {"name": "modelops-runtime", "version": __version__, "extensions": ["binary_tensor_data"]}
-        ))
-        self.model_meta = Answer(200, orjson.dumps(
+        ), JSON, b"")
+        self.model_meta = (200, orjson.dumps(
             {
                 "name": self.name,
                 "versions": [self.version],
@@ -165,26 +159,30 @@ class App:
                 "inputs": [{k: t[k] for k in ("name", "datatype", "shape")} for t in manifest["inputs"]],
                 "outputs": [{k: t[k] for k in ("name", "datatype", "shape")} for t in manifest["outputs"]],
             }
-        ))
+        ), JSON, b"")
         self.routes = self._routes()
         self.bytes_routes = {k.encode(): v for k, v in self.routes.items()}
 
     def _routes(self) -> dict:
-        """path -> (endpoint index, allowed methods, handler)."""
+        """path -> (endpoint index, allowed methods, handler, encoder).
+
+        A route without an encoder answers from its handler. A route with one runs the
+        model: its handler decodes the request into (feeds, wanted outputs, context) and
+        its encoder turns (prediction, context) into the answer."""
         get, post = ("GET", "HEAD"), ("POST",)
         routes = {
-            "/v2/health/live": (EP_LIVE, get, self.h_live),
-            "/v2/health/ready": (EP_READY, get, self.h_ready),
-            "/v2": (EP_SMETA, get, self.h_server_meta),
-            "/v2/": (EP_SMETA, get, self.h_server_meta),
-            "/metrics": (EP_METRICS, get, self.h_metrics),
-            "/predict": (EP_PREDICT, post, self.h_predict),
+            "/v2/health/live": (EP_LIVE, get, self.h_live, None),
+            "/v2/health/ready": (EP_READY, get, self.h_ready, None),
+            "/v2": (EP_SMETA, get, self.h_server_meta, None),
+            "/v2/": (EP_SMETA, get, self.h_server_meta, None),
+            "/metrics": (EP_METRICS, get, self.h_metrics, None),
+            "/predict": (EP_PREDICT, post, self.decode_predict, self.encode_predict),
         }
         base = f"/v2/models/{self.name}"
         for b in (base, f"{base}/versions/{self.version}"):
-            routes[b] = (EP_META, get, self.h_model_meta)
-            routes[b + "/ready"] = (EP_MREADY, get, self.h_model_ready)
-            routes[b + "/infer"] = (EP_INFER, post, self.h_infer)
+            routes[b] = (EP_META, get, self.h_model_meta, None)
+            routes[b + "/ready"] = (EP_MREADY, get, self.h_model_ready, None)
+            routes[b + "/infer"] = (EP_INFER, post, self.decode_infer, self.encode_infer)
         return routes
 
     # ------------------------------------------------------------------ lifecycle
@@ -220,44 +218,47 @@ class App:
 
     # ------------------------------------------------------------------ routing
     def handle(self, req) -> tuple:
-        """(endpoint index, Answer), or (endpoint index, awaitable Answer) for an offloaded model call."""
-        route = self.bytes_routes.get(request_path(req.url))
+        """(endpoint index, answer), or (endpoint index, awaitable answer) when the model runs in the helper thread."""
+        path = request_path(req.url)
+        route = self.bytes_routes.get(path)
         if route is None:
-            route = self._slow_route(request_path(req.url))
-            if type(route) is Answer:
-                return EP_OTHER, route
-        ep, methods, handler = route
+            route, problem = self._slow_route(path)
+            if problem is not None:
+                return EP_OTHER, problem
+        ep, methods, handler, encode = route
         if req.method not in methods:
             allow = b"Allow: " + ", ".join(methods).encode() + b"\r\n"
-            return ep, Answer(405, error_body(f"method {req.method} not allowed here; use {' or '.join(methods)}"), JSON, allow)
+            return ep, (405, error_body(f"method {req.method} not allowed here; use {' or '.join(methods)}"), JSON, allow)
         try:
-            out = handler(req)  # a GET with a body is tolerated; the body is ignored
-            if type(out) is ModelCall:
-                if self.offload:
-                    return ep, self._finish_later(out)
-                out = out.encode(self.predictor.now(out))
+            if encode is None:
+                return ep, handler(req)  # a GET with a body is tolerated; the body is ignored
+            if self.model is None:
+                return ep, self._not_ready()
+            feeds, wanted, context = handler(req)
+            if self.offload:
+                return ep, self._predict_later(feeds, wanted, encode, context)
+            return ep, encode(self.predictor.now(feeds, wanted), context)
         except RequestError as exc:
-            out = error_answer(exc.status, exc.message)
-        return ep, out
+            return ep, error_answer(exc.status, exc.message)
 
-    async def _finish_later(self, call: ModelCall) -> Answer:
+    async def _predict_later(self, feeds: dict, wanted, encode, context) -> tuple:
         try:
-            return call.encode(await self.predictor.later(call))
+            return encode(await self.predictor.later(feeds, wanted), context)
         except RequestError as exc:
             return error_answer(exc.status, exc.message)
 
     def _slow_route(self, path: bytes):
-        """The route for a percent-encoded or slash-terminated path, or the 400/404 Answer."""
+        """(route, None) for a percent-encoded or slash-terminated path, or (None, the 400/404 answer)."""
         try:
             spath = unquote(path.decode("utf-8", "strict"), errors="strict")
         except UnicodeDecodeError:
-            return error_answer(400, "request path is not valid UTF-8")
+            return None, error_answer(400, "request path is not valid UTF-8")
         if len(spath) > 1 and spath.endswith("/"):
             spath = spath[:-1]
         route = self.routes.get(spath)
         if route is None:
-            return error_answer(404, self.not_found(spath))
-        return route
+            return None, error_answer(404, self.not_found(spath))
+        return route, None
 
     def not_found(self, path: str) -> str:
         parts = path.strip("/").split("/")
@@ -270,56 +271,53 @@ class App:
         return f"no such endpoint: {path}"
 
     # ------------------------------------------------------------------ handlers
-    # Each takes the Request and returns an Answer, or a ModelCall for the model step.
-    def h_live(self, req) -> Answer:
+    # Each takes the Request and returns the answer tuple (status, body, content type, extra headers).
+    def h_live(self, req) -> tuple:
         return LIVE
 
-    def _readiness(self, extra: dict) -> Answer:
+    def _readiness(self, extra: dict) -> tuple:
         if self.state == "ready" and not self.draining:
             if self.metrics.all_listening_ready():
-                return Answer(200, orjson.dumps({**extra, "ready": True}))
-            return Answer(503, orjson.dumps({**extra, "ready": False, "state": "loading",
-                                             "reason": "another worker is still loading the model"}))
+                return 200, orjson.dumps({**extra, "ready": True}), JSON, b""
+            return 503, orjson.dumps({**extra, "ready": False, "state": "loading",
+                                      "reason": "another worker is still loading the model"}), JSON, b""
         reason = "server is shutting down" if self.draining else self.reason
-        return Answer(503, orjson.dumps({**extra, "ready": False, "state": self.state, "reason": reason}))
+        return 503, orjson.dumps({**extra, "ready": False, "state": self.state, "reason": reason}), JSON, b""
 
-    def h_ready(self, req) -> Answer:
+    def h_ready(self, req) -> tuple:
         return self._readiness({})
 
-    def h_model_ready(self, req) -> Answer:
+    def h_model_ready(self, req) -> tuple:
         return self._readiness({"name": self.name, "version": self.version})
 
-    def h_server_meta(self, req) -> Answer:
+    def h_server_meta(self, req) -> tuple:
         return self.server_meta
 
-    def h_model_meta(self, req) -> Answer:
+    def h_model_meta(self, req) -> tuple:
         return self.model_meta
 
-    def h_metrics(self, req) -> Answer:
+    def h_metrics(self, req) -> tuple:
         if self.drift is not None:
             self.drift.flush()
-        return Answer(200, mx.render(self.metrics.shared, self.info_labels, self.drift_layout), TEXT_METRICS)
+        return 200, mx.render(self.metrics.shared, self.info_labels, self.drift_layout), TEXT_METRICS, b""
 
-    def _not_ready(self) -> Answer:
+    def _not_ready(self) -> tuple:
         return error_answer(503, f"model '{self.name}' is not ready: {self.reason}")
 
-    def h_infer(self, req):
-        if self.model is None:
-            return self._not_ready()
+    # The model endpoints: decode -> (feeds, wanted outputs, context); the model runs; encode.
+    def decode_infer(self, req):
         req_id, feeds, wanted, binary = self.decoder.decode_infer(req.body, header_length(req.header_len))
-        names = wanted or self.model.output_names
+        return feeds, wanted, (req_id, wanted or self.model.output_names, binary)
 
-        def encode(res) -> Answer:
-            out, json_len = encode_infer(self.name, self.version, req_id, res, names, binary)
-            if json_len is None:
-                return Answer(200, out)
-            return Answer(200, out, OCTETS, b"Inference-Header-Content-Length: %d\r\n" % json_len)
+    def encode_infer(self, res, context) -> tuple:
+        req_id, names, binary = context
+        out, json_len = encode_infer(self.name, self.version, req_id, res, names, binary)
+        if json_len is None:
+            return 200, out, JSON, b""
+        return 200, out, OCTETS, b"Inference-Header-Content-Length: %d\r\n" % json_len
 
-        return ModelCall(feeds, wanted, encode)
+    def decode_predict(self, req):
+        return self.decoder.decode_instances(req.body), [self.primary], None
 
-    def h_predict(self, req):
-        if self.model is None:
-            return self._not_ready()
-        primary = self.primary
-        return ModelCall(self.decoder.decode_instances(req.body), [primary],
-                         lambda res: Answer(200, encode_predictions(np.asarray(res[primary]))))
+    def encode_predict(self, res, context) -> tuple:
+        return 200, encode_predictions(np.asarray(res[self.primary])), JSON, b""

@@ -3,8 +3,10 @@
 This module knows HTTP, not models: it parses requests, enforces the limits
 (413/431/408 instead of growing memory), decodes compressed bodies, keeps
 answers in request order and writes them. What to answer is the
-application's business (``app.App.handle``): it returns an ``Answer`` at once,
-or an awaitable of one when the model runs in a helper thread.
+application's business (``app.App.handle``): it returns an answer at once, or
+an awaitable of one when the model runs in a helper thread. An answer is a plain
+tuple (status, body, content type, extra header lines ending in CRLF): cheap to
+build on the hot path.
 
 Keep-alive, pipelining (responses are written in request order), chunked
 request bodies, ``Expect: 100-continue``, ``Connection: close`` and HTTP/1.0
@@ -17,7 +19,6 @@ import asyncio
 import random
 import time
 import zlib
-from typing import NamedTuple
 
 import httptools
 import orjson
@@ -43,21 +44,12 @@ _PROBES = (mx.ENDPOINT_INDEX["health_ready"], mx.ENDPOINT_INDEX["model_ready"])
 _KEEP = {b"x-request-id", b"expect", b"inference-header-content-length", b"content-encoding", b"content-length"}
 
 
-class Answer(NamedTuple):
-    """What to send back: status, body, content type, extra header lines (CRLF-terminated)."""
-
-    status: int
-    body: bytes
-    ctype: bytes = JSON
-    extra: bytes = b""
-
-
 def error_body(msg: str) -> bytes:
     return orjson.dumps({"error": msg})
 
 
-def error_answer(status: int, msg: str) -> Answer:
-    return Answer(status, error_body(msg))
+def error_answer(status: int, msg: str) -> tuple:
+    return status, error_body(msg), JSON, b""
 
 
 def header_safe(value: str) -> bytes:
@@ -189,7 +181,7 @@ class HttpServer:
         self.rid_counter += 1
         return f"{self.rid_prefix}{self.rid_counter:x}".encode()
 
-    def internal_error(self, exc: Exception) -> Answer:
+    def internal_error(self, exc: Exception) -> tuple:
         """A bug must not take the worker down: log it, answer 500."""
         self.log.limited("error", "handler_error", error=f"{type(exc).__name__}: {exc}")
         return error_answer(500, f"internal error: {type(exc).__name__}")
@@ -356,7 +348,7 @@ class HttpConnection(asyncio.Protocol):
             out = error_answer(exc.status, exc.message)
         except Exception as exc:  # noqa: BLE001
             ep, out = EP_OTHER, server.internal_error(exc)
-        if type(out) is Answer:
+        if type(out) is tuple:
             self.send(req, ep, out)
             return
         # An awaitable: the model runs in the helper thread. Stop reading meanwhile;
@@ -383,10 +375,10 @@ class HttpConnection(asyncio.Protocol):
             elif not self.paused:
                 self.transport.resume_reading()
 
-    def send(self, req: Request, ep: int, answer: Answer, close_now: bool = True) -> None:
+    def send(self, req: Request, ep: int, answer: tuple, close_now: bool = True) -> None:
         server = self.server
         status, body, ctype, extra = answer
-        keep_alive = req.keep_alive and not server.draining
+        keep_alive = req.keep_alive and not self.app.draining
         rid = req.headers.get(b"x-request-id")
         if rid is None or not _valid_request_id(rid):
             rid = server.new_request_id()
