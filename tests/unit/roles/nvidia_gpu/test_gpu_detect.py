@@ -11,7 +11,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
 SYSFS = os.path.join(ROOT, "tests", "fixtures", "gpu", "sysfs")
 
 
-
 @pytest.mark.parametrize("tree,count", [
     ("a100x2-server", 2),
     ("t4-vm", 1),

@@ -12,7 +12,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "gpu")
 
 
-
 def smi(name):
     with open(os.path.join(FIXTURES, "nvidia-smi", name)) as handle:
         return handle.read()
