@@ -23,9 +23,6 @@ export PY_COLORS := 0
 export DEBIAN_FRONTEND := noninteractive
 export ANSIBLE_FORCE_COLOR := 0
 
-# Roles that have a molecule scenario (roles/<name>/molecule/default).
-MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
-
 .PHONY: help
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -127,8 +124,12 @@ sanity: installed ## ansible-test sanity on the collection installed from the ta
 	bash tests/sanity.sh $(INSTALLED)/ansible_collections/modelops/serving
 
 .PHONY: unit
-unit: venv ## Unit tests of the collection's Python code; bad role variables fail early
+unit: venv ## Unit tests: plugins, role scripts, lab and docs tools (tests/unit mirrors the tree)
 	$(PY) -m pytest -q tests/unit
+
+.PHONY: preflight-test
+preflight-test: venv ## Bad variables of the edge roles fail in preflight, naming the variable, changing nothing
+	$(PY) -m pytest -q tests/integration/test_edge_bad_vars.py
 
 .PHONY: runtime-test
 runtime-test: runtime-venv ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
@@ -141,15 +142,10 @@ package-test: venv images ## model_package end to end: real images, V2 clients
 	$(PY) -m pytest -q tests/integration/test_model_package.py
 
 .PHONY: molecule
-# Two queues run side by side: scenarios that name their hosts run in the
-# default lane, the others in lane "-q2-" (their own host and network names).
-MOLECULE_NAMED := $(filter tls nginx firewall,$(MOLECULE_ROLES))
-MOLECULE_OTHERS := $(filter-out $(MOLECULE_NAMED),$(MOLECULE_ROLES))
-molecule: venv images test-image ## Molecule for every role (Debian 12 and 13 systemd hosts), two queues at once
-	bash tests/molecule.sh - $(MOLECULE_NAMED) & named=$$!; \
-	bash tests/molecule.sh -q2- $(MOLECULE_OTHERS); others=$$?; \
-	wait $$named; named_rc=$$?; \
-	test $$others -eq 0 -a $$named_rc -eq 0
+# Every scenario (roles/*/molecule/*) in two lanes at once, longest first by
+# their measured times (tests/molecule-times.json); any scenario runs in any lane.
+molecule: venv images test-image ## Molecule for every role's scenarios (Debian 12 and 13 systemd hosts), two lanes at once
+	$(PY) tests/molecule_queue.py --lanes 2
 
 .PHONY: integration
 integration: venv images test-image ## A fresh test lab fleet converged twice: the second run must change nothing
@@ -172,7 +168,7 @@ user-state-check: venv ## After the suite: everything recorded is exactly as it 
 	$(PY) tests/integration/user_state.py check
 
 .PHONY: test
-test: user-state-snapshot lint sanity collection-test unit runtime-test package-test molecule collection-lab rollout-test user-state-check ## Everything CI runs
+test: user-state-snapshot lint sanity collection-test unit preflight-test runtime-test package-test molecule collection-lab rollout-test user-state-check ## Everything CI runs
 
 # ---------------------------------------------------------------- the collection as users get it
 GALAXY_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
