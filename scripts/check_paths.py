@@ -32,7 +32,10 @@ def top_level(root: Path) -> set[str]:
 
 
 def ignored(root: Path, path: str) -> bool:
-    return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode == 0
+    """Whether git ignores the path, as a file or (patterns like `lab/.state/`) as a folder."""
+    forms = dict.fromkeys([path, path.rstrip("/") + "/"])
+    return any(subprocess.run(["git", "check-ignore", "-q", "--no-index", form], cwd=root).returncode == 0
+               for form in forms)
 
 
 def candidates(text: str) -> list[str]:

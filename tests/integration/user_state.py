@@ -152,6 +152,15 @@ def make_sentinels() -> list[list[str]]:
     return made
 
 
+def leftover_sentinels() -> list[list[str]]:
+    """Stand-ins an interrupted earlier run made and never removed (they carry the label)."""
+    label = f"label={SENTINEL_LABEL}=true"
+    return ([["container", n] for n in _lines(docker("ps", "-a", "--format", "{{.Names}}", "--filter", label))]
+            + [["network", n] for n in _lines(docker("network", "ls", "--format", "{{.Name}}", "--filter", label))]
+            + [["image", n] for n in _lines(docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                                                   "--filter", label))])
+
+
 def remove(made: list[list[str]]) -> None:
     for kind, name in reversed(made):
         if kind == "image":
@@ -181,6 +190,11 @@ def diff(before: dict, after: dict) -> list[str]:
 def main() -> int:
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "snapshot":
+        stale = leftover_sentinels()
+        if stale:
+            # Kept, they would be recorded as the user's own and stay for good.
+            remove(list(reversed(stale)))
+            print(f"==> removed stand-ins an interrupted run left: {', '.join(n for _, n in stale)}")
         made = make_sentinels()
         SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
         snap = dict(state(), made=made)

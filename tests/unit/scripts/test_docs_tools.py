@@ -183,7 +183,8 @@ def test_check_paths_names_what_is_missing(tmp_path):
     md = tmp_path / "README.md"
     md.write_text("Steps in `roles/demo/tasks/main.yml:3` and [here](roles/demo/tasks/), all in\n"
                   "`roles/*/tasks`; not `roles/demo/tasks/switch.yml` nor [x](roles/gone.md);\n"
-                  "`roles/<role>/x`, `roles/demo/pki/ca.crt` (made at run time), `other/thing`, https://e.x/roles/a.\n"
+                  "`roles/<role>/x`, `roles/demo/pki/ca.crt` and `roles/demo/pki` (made at run time), `other/thing`,"
+                  " https://e.x/roles/a.\n"
                   "```\nroles/in/a/fence.yml\n```\n")
     (tmp_path / "roles" / "demo" / "README.md").write_text("See `tasks/main.yml` and `tasks/gone.yml`.\n")
     assert check_paths.missing(md, root=tmp_path) == ["roles/demo/tasks/switch.yml", "roles/gone.md"]
