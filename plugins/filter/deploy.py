@@ -9,9 +9,9 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 SLOTS = ("a", "b")
-# Slot "b" listens this far above slot "a" (the role's _model_deploy_slot_offset).
+# Slot "b" listens this far above slot "a". This is the one place the offset is set:
+# model_deploy calls these filters without an offset, so the default applies.
 SLOT_OFFSET = 50
-RECORD_KEYS = ("live_slot", "live_version", "live_image", "previous_slot", "previous_version", "previous_image")
 
 
 def _int(value, what):
