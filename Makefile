@@ -157,6 +157,10 @@ integration: venv images test-image ## A fresh test lab fleet converged twice: t
 rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, maintenance, under TLS load through the load balancer
 	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) $(PY) -m pytest -q -s test_rollout.py -p no:cacheprovider
 
+.PHONY: observability-test
+observability-test: integration ## On the same lab: every target up, 401s, drift/accuracy/not-ready alerts fire at Alertmanager, every dashboard panel has data
+	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) $(PY) -m pytest -q -s test_observability.py -p no:cacheprovider
+
 .PHONY: test-lab-down
 test-lab-down: ## Remove the test lab (make test leaves it up for inspection)
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
@@ -168,7 +172,7 @@ user-state-check: venv ## After the suite: everything recorded is exactly as it 
 	$(PY) tests/integration/user_state.py check
 
 .PHONY: test
-test: user-state-snapshot lint sanity collection-test unit preflight-test runtime-test package-test molecule collection-lab rollout-test user-state-check ## Everything CI runs
+test: user-state-snapshot lint sanity collection-test unit preflight-test runtime-test package-test molecule collection-lab rollout-test observability-test user-state-check ## Everything CI runs
 
 # ---------------------------------------------------------------- the collection as users get it
 GALAXY_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
