@@ -25,8 +25,9 @@ from . import __version__
 from . import metrics as mx
 from .cache import PredictionCache
 from .drift import DriftLayout, DriftWindow
-from .httpserver import JSON, error_answer, error_body, request_path
-from .protocol import Decoder, RequestError, encode_infer, encode_predictions, header_length
+from .feedback import KIND_NUMBER, KIND_STRING, MAX_ID_CHARS, Journal, SharedJournal, string_label
+from .httpserver import JSON, _valid_request_id, error_answer, error_body, request_path
+from .protocol import Decoder, RequestError, bad, encode_infer, encode_predictions, header_length, json_type, loads_object
 
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 OCTETS = b"application/octet-stream"
@@ -34,9 +35,11 @@ OFFLOADED_FRAMEWORKS = ("keras", "tensorflow", "torchscript")
 
 E = mx.ENDPOINT_INDEX
 EP_INFER, EP_PREDICT, EP_META, EP_MREADY = E["infer"], E["predict"], E["model_metadata"], E["model_ready"]
-EP_SMETA, EP_LIVE, EP_READY, EP_METRICS, EP_OTHER = (
-    E["server_metadata"], E["health_live"], E["health_ready"], E["metrics"], E["other"],
+EP_SMETA, EP_LIVE, EP_READY, EP_METRICS, EP_FEEDBACK, EP_OTHER = (
+    E["server_metadata"], E["health_live"], E["health_ready"], E["metrics"], E["feedback"], E["other"],
 )
+FB = mx.FEEDBACK_OUTCOME_INDEX
+CLASS_DATATYPES = ("BOOL", "BYTES", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
 LIVE = (200, b'{"live":true}', JSON, b"")
 
@@ -120,7 +123,7 @@ class App:
     """Routing and request handling, shared by all connections of one worker."""
 
     def __init__(self, manifest: dict, opts: dict, metrics: mx.WorkerMetrics, worker: int = 0,
-                 offload: bool | None = None):
+                 offload: bool | None = None, journal: SharedJournal | None = None):
         self.manifest = manifest
         self.opts = opts
         self.metrics = metrics
@@ -160,6 +163,13 @@ class App:
                 "outputs": [{k: t[k] for k in ("name", "datatype", "shape")} for t in manifest["outputs"]],
             }
         ), JSON, b"")
+        if journal is None:  # a lone App (tests): a journal of its own
+            journal, index = SharedJournal(1, opts["feedback_capacity"]), 0
+        else:
+            index = worker
+        self.journal = Journal(journal, index, opts["feedback_ttl_s"])
+        self.task = feedback_task(manifest, opts["feedback_task"])
+        self.new_request_id = None  # set by the HTTP layer: makes an id for a request that brought none
         self.routes = self._routes()
         self.bytes_routes = {k.encode(): v for k, v in self.routes.items()}
 
@@ -183,6 +193,7 @@ class App:
             routes[b] = (EP_META, get, self.h_model_meta, None)
             routes[b + "/ready"] = (EP_MREADY, get, self.h_model_ready, None)
             routes[b + "/infer"] = (EP_INFER, post, self.decode_infer, self.encode_infer)
+            routes[b + "/feedback"] = (EP_FEEDBACK, post, self.h_feedback, None)
         return routes
 
     # ------------------------------------------------------------------ lifecycle
@@ -236,16 +247,39 @@ class App:
                 return ep, self._not_ready()
             feeds, wanted, context = handler(req)
             if self.offload:
-                return ep, self._predict_later(feeds, wanted, encode, context)
-            return ep, encode(self.predictor.now(feeds, wanted), context)
+                return ep, self._predict_later(req, feeds, wanted, encode, context)
+            res = self.predictor.now(feeds, wanted)
+            if self.journal.enabled:
+                self.remember(req, context, res)
+            return ep, encode(res, context)
         except RequestError as exc:
             return ep, error_answer(exc.status, exc.message)
 
-    async def _predict_later(self, feeds: dict, wanted, encode, context) -> tuple:
+    async def _predict_later(self, req, feeds: dict, wanted, encode, context) -> tuple:
         try:
-            return encode(await self.predictor.later(feeds, wanted), context)
+            res = await self.predictor.later(feeds, wanted)
+            if self.journal.enabled:
+                self.remember(req, context, res)
+            return encode(res, context)
         except RequestError as exc:
             return error_answer(exc.status, exc.message)
+
+    def remember(self, req, context, res) -> None:
+        """Journal an answer for feedback, under the V2 body id or else the X-Request-ID header."""
+        arr = res.get(self.primary) if isinstance(res, dict) else None
+        if arr is None:
+            return  # the client asked for other outputs only: nothing to score later
+        rid = context[0] if context is not None else None
+        if rid is None:
+            raw = req.headers.get(b"x-request-id")
+            if raw is None or not _valid_request_id(raw):
+                if self.new_request_id is None:
+                    return
+                raw = self.new_request_id()
+                req.headers[b"x-request-id"] = raw  # the answer carries the id it is journaled under
+            rid = raw.decode("ascii")
+        values, kind = row_values(arr, self.task)
+        self.journal.record(rid, values, kind)
 
     def _slow_route(self, path: bytes):
         """(route, None) for a percent-encoded or slash-terminated path, or (None, the 400/404 answer)."""
@@ -299,7 +333,88 @@ class App:
     def h_metrics(self, req) -> tuple:
         if self.drift is not None:
             self.drift.flush()
-        return 200, mx.render(self.metrics.shared, self.info_labels, self.drift_layout), TEXT_METRICS, b""
+        return 200, mx.render(self.metrics.shared, self.info_labels, self.drift_layout,
+                              feedback=self.journal.enabled, slo_p99_ms=self.opts["slo_p99_ms"]), TEXT_METRICS, b""
+
+    def h_feedback(self, req) -> tuple:
+        """Ground truth for an earlier answer: compare, count, answer 200 or the 4xx naming the problem."""
+        if not self.journal.enabled:
+            return error_answer(501, "feedback is switched off on this server (feedback_capacity is 0)")
+        own, lay = self.own, self.lay
+        try:
+            status, body = self._feedback(req)
+        except RequestError as exc:
+            own[lay.fb_outcomes + FB["invalid"]] += 1.0
+            raise
+        return status, body, JSON, b""
+
+    def _feedback(self, req) -> tuple:
+        own, lay = self.own, self.lay
+        obj = loads_object(req.body, "feedback body")
+        rid = obj.get("id")
+        if rid is None:
+            raw = req.headers.get(b"x-request-id")
+            if raw is None or not _valid_request_id(raw):
+                raise bad("feedback needs the request id of the answer: 'id' in the body or the X-Request-ID header")
+            rid = raw.decode("ascii")
+        elif not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
+            raise bad(f"'id' must be a non-empty string of at most {MAX_ID_CHARS} characters, not {json_type(rid)}")
+        if "truth" not in obj:
+            raise bad("'truth' is required: a list with one true value per row of the answer")
+        truth = obj["truth"]
+        if not isinstance(truth, list):
+            if isinstance(truth, (dict, type(None))):
+                raise bad(f"'truth' must be a list with one true value per row of the answer, not {json_type(truth)}")
+            truth = [truth]
+        if not truth:
+            raise bad("'truth' must not be empty: one true value per row of the answer")
+        limit = self.journal.capacity
+        if self.opts["max_batch_rows"]:
+            limit = min(limit, self.opts["max_batch_rows"])
+        if len(truth) > limit:
+            raise RequestError(413, f"'truth' has {len(truth)} values; answers of at most {limit} rows are kept for feedback")
+        for i, v in enumerate(truth):
+            if type(v) not in (int, float, bool, str):
+                raise bad(f"truth[{i}] must be a number, a string or true/false, not {json_type(v)}")
+        what, found = self.journal.find(rid)
+        if what == "unknown":
+            own[lay.fb_outcomes + FB["unknown"]] += 1.0
+            return 404, error_body(f"no answer with request id '{rid}' is known to this server")
+        if what == "expired":
+            own[lay.fb_outcomes + FB["expired"]] += 1.0
+            return 404, error_body(f"the answer with request id '{rid}' has expired: {found}")
+        identity, _, rows, kind, values = found
+        if self.journal.labelled_already(identity):
+            own[lay.fb_outcomes + FB["duplicate"]] += 1.0
+            return 409, error_body(f"the answer with request id '{rid}' has already been labelled; it is counted once")
+        if len(truth) != rows:
+            raise bad(f"'truth' has {len(truth)} value{'s' if len(truth) != 1 else ''}, "
+                      f"the answer to '{rid}' had {rows} row{'s' if rows != 1 else ''}")
+        if self.task == "classification":
+            correct = 0
+            for i, (v, p) in enumerate(zip(truth, values)):
+                if kind == KIND_STRING:
+                    if type(v) is not str:
+                        raise bad(f"truth[{i}] must be a string (the model answers string labels), not {json_type(v)}")
+                    correct += string_label(v) == p
+                else:
+                    if type(v) is str:
+                        raise bad(f"truth[{i}] must be a number or true/false (the model answers numeric labels), not a string")
+                    correct += float(v) == p
+            result = {"id": rid, "rows": rows, "correct": int(correct)}
+            own[lay.fb_correct] += correct
+        else:
+            err = 0.0
+            for i, (v, p) in enumerate(zip(truth, values)):
+                if type(v) not in (int, float):
+                    raise bad(f"truth[{i}] must be a number (the model is a regressor), not {json_type(v)}")
+                err += abs(float(v) - p)
+            result = {"id": rid, "rows": rows, "abs_error": err}
+            own[lay.fb_abs_error] += err
+        self.journal.mark_labelled(identity)
+        own[lay.fb_rows] += rows
+        own[lay.fb_outcomes + FB["matched"]] += 1.0
+        return 200, orjson.dumps(result)
 
     def _not_ready(self) -> tuple:
         return error_answer(503, f"model '{self.name}' is not ready: {self.reason}")
@@ -321,3 +436,42 @@ class App:
 
     def encode_predict(self, res, context) -> tuple:
         return 200, encode_predictions(np.asarray(res[self.primary])), JSON, b""
+
+
+def feedback_task(manifest: dict, option: str) -> str:
+    """classification or regression, from the option or else the first output of the model.
+
+    Classification: an integer, boolean or string first output, an output named ``label``
+    (what prepare calls a classifier's prediction), or a float output of more than one
+    column (class scores: the answer is their argmax). Anything else is a regression."""
+    if option != "auto":
+        return option
+    outputs = manifest.get("outputs") or []
+    if not outputs:
+        return "regression"
+    first = outputs[0]
+    shape = first.get("shape") or []
+    if first.get("datatype") in CLASS_DATATYPES or first.get("name") == "label":
+        return "classification"
+    if len(shape) == 2 and (shape[1] > 1):
+        return "classification"
+    return "regression"
+
+
+def row_values(arr, task: str):
+    """(float64 array with one value per row, kind) for the journal."""
+    if not isinstance(arr, np.ndarray):
+        arr = np.asarray(arr)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    n = arr.shape[0]
+    if arr.dtype.kind in "USO":
+        flat = arr.reshape(n, -1)[:, 0] if n else arr
+        if arr.dtype.kind == "O" and n and not isinstance(flat[0], (str, bytes)):
+            return np.asarray(flat, dtype=np.float64), KIND_NUMBER
+        return np.fromiter((string_label(v) for v in flat), dtype=np.float64, count=n), KIND_STRING
+    if task == "classification" and arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] > 1:
+        return arr.argmax(axis=1).astype(np.float64), KIND_NUMBER
+    if arr.ndim == 1:
+        return arr.astype(np.float64, copy=False), KIND_NUMBER
+    return arr.reshape(n, -1)[:, 0].astype(np.float64), KIND_NUMBER

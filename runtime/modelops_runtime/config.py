@@ -50,6 +50,20 @@ def _float(lo: float, hi: float) -> Callable[[Any], float]:
     return conv
 
 
+def _optional(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def opt(v: Any) -> Any:
+        return None if v is None else conv(v)
+
+    return opt
+
+
+def _task(v: Any) -> str:
+    s = str(v).lower()
+    if s not in ("auto", "classification", "regression"):
+        raise ValueError(f"must be auto, classification or regression, got {v!r}")
+    return s
+
+
 def _str(v: Any) -> str:
     return str(v)
 
@@ -95,6 +109,12 @@ OPTIONS: list[Opt] = [
     Opt("log_level", _level, "info", "debug, info, warning or error"),
     Opt("exit_on_load_failure", _bool, False, "exit non-zero instead of staying up not-ready when the model cannot be verified/loaded"),
     Opt("max_batch_rows", _int(0, 1 << 30), 0, "largest batch (first dimension) accepted per request (0 = no limit)"),
+    Opt("feedback_capacity", _int(0, 1 << 24), 16384,
+        "answered rows per worker kept for ground-truth feedback (0 = feedback off)"),
+    Opt("feedback_ttl_s", _float(0.01, 366 * 86400), 3600.0, "seconds an answer accepts feedback"),
+    Opt("feedback_task", _task, "auto", "how feedback is scored: auto, classification or regression"),
+    Opt("slo_p99_ms", _optional(_float(0.001, 3_600_000)), None,
+        "latency objective in ms (99th percentile), exported as modelops_model_slo_p99_seconds (unset = none)"),
 ]
 BY_KEY = {o.key: o for o in OPTIONS}
 MANIFEST_KEYS = [o.key for o in OPTIONS if o.in_manifest]

@@ -30,7 +30,7 @@ JSON = b"application/json"
 
 REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
+    408: "Request Timeout", 409: "Conflict", 411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
@@ -64,6 +64,10 @@ def request_path(url: bytes) -> bytes:
     """The URL without its query string."""
     q = url.find(b"?")
     return url[:q] if q >= 0 else url
+
+
+def _log_path(url: bytes) -> str:
+    return request_path(url)[:256].decode("utf-8", "replace")
 
 
 def decode_body(enc: bytes, body: bytes, limit: int) -> bytes:
@@ -111,6 +115,7 @@ class HttpServer:
 
     def __init__(self, app, opts: dict, log):
         self.app = app
+        app.new_request_id = self.new_request_id
         self.metrics = app.metrics
         self.own = app.metrics.own
         self.lay = app.metrics.lay
@@ -398,11 +403,12 @@ class HttpConnection(asyncio.Protocol):
             server.log.limited(
                 "error" if status >= 500 else "warning", "request_error",
                 status=status, endpoint=mx.ENDPOINTS[ep], request_id=rid.decode(), detail=msg,
+                method=req.method, path=_log_path(req.url), duration_ns=int(elapsed * 1e9),
             )
         elif server.access_sample and random.random() < server.access_sample:
             server.log.info(
                 "request", status=status, endpoint=mx.ENDPOINTS[ep], request_id=rid.decode(),
-                duration_ms=round(elapsed * 1000, 3),
+                method=req.method, path=_log_path(req.url), duration_ns=int(elapsed * 1e9),
             )
         self.transport.write(
             b"".join(

@@ -15,9 +15,11 @@ from bisect import bisect_left
 
 ENDPOINTS = (
     "infer", "predict", "model_metadata", "model_ready", "server_metadata",
-    "health_live", "health_ready", "metrics", "other",
+    "health_live", "health_ready", "metrics", "feedback", "other",
 )
-CODES = (200, 400, 404, 405, 408, 411, 413, 415, 417, 431, 500, 501, 503, 505)
+FEEDBACK_OUTCOMES = ("matched", "unknown", "expired", "duplicate", "invalid")
+FEEDBACK_OUTCOME_INDEX = {o: i for i, o in enumerate(FEEDBACK_OUTCOMES)}
+CODES = (200, 400, 404, 405, 408, 409, 411, 413, 415, 417, 431, 500, 501, 503, 505)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NB = len(BUCKETS) + 1  # + the +Inf overflow bucket
 CODE_INDEX = {c: i for i, c in enumerate(CODES)}
@@ -52,6 +54,10 @@ class Layout:
         self.restarts = take(1)                # written by the supervisor
         self.listening = take(1)               # 1 while the worker accepts connections
         self.drift_rows = take(1)
+        self.fb_outcomes = take(len(FEEDBACK_OUTCOMES))  # [outcome] feedback requests
+        self.fb_rows = take(1)                 # rows labelled (matched feedback)
+        self.fb_correct = take(1)              # of those, rows the classifier got right
+        self.fb_abs_error = take(1)            # sum of |truth - prediction| (regression)
         self.drift = take(drift_size)
         self.slot = off
         self.drift_size = drift_size
@@ -151,7 +157,8 @@ def _le(b: float) -> str:
     return repr(float(b))
 
 
-def render(shared: SharedMetrics, info: dict, drift_layout=None, drift_psi=None) -> bytes:
+def render(shared: SharedMetrics, info: dict, drift_layout=None, drift_psi=None, *,
+           feedback: bool = False, slo_p99_ms: float | None = None) -> bytes:
     """Prometheus text exposition format 0.0.4 for the sum of all worker slots."""
     import numpy as np
 
@@ -229,6 +236,26 @@ def render(shared: SharedMetrics, info: dict, drift_layout=None, drift_psi=None)
     add("# HELP modelops_worker_restarts_total Worker processes restarted by the supervisor after a crash.")
     add("# TYPE modelops_worker_restarts_total counter")
     add(f"modelops_worker_restarts_total {_fmt(tot[lay.restarts])}")
+
+    if slo_p99_ms is not None:
+        add("# HELP modelops_model_slo_p99_seconds The latency objective: 99% of inference requests within this time.")
+        add("# TYPE modelops_model_slo_p99_seconds gauge")
+        add(f"modelops_model_slo_p99_seconds {_fmt(slo_p99_ms / 1000.0)}")
+
+    if feedback:
+        add("# HELP modelops_feedback_requests_total Ground-truth feedback requests, by outcome.")
+        add("# TYPE modelops_feedback_requests_total counter")
+        for oi, outcome in enumerate(FEEDBACK_OUTCOMES):
+            add(f'modelops_feedback_requests_total{{outcome="{outcome}"}} {_fmt(tot[lay.fb_outcomes + oi])}')
+        add("# HELP modelops_feedback_rows_total Answered rows that received a ground-truth label.")
+        add("# TYPE modelops_feedback_rows_total counter")
+        add(f"modelops_feedback_rows_total {_fmt(tot[lay.fb_rows])}")
+        add("# HELP modelops_feedback_correct_rows_total Labelled rows the model classified correctly (classification).")
+        add("# TYPE modelops_feedback_correct_rows_total counter")
+        add(f"modelops_feedback_correct_rows_total {_fmt(tot[lay.fb_correct])}")
+        add("# HELP modelops_feedback_abs_error_sum Sum of absolute errors of labelled rows (regression).")
+        add("# TYPE modelops_feedback_abs_error_sum counter")
+        add(f"modelops_feedback_abs_error_sum {_fmt(tot[lay.fb_abs_error])}")
 
     if drift_layout is not None and drift_layout.n_features:
         add("# HELP modelops_drift_window_rows Input rows currently in the drift windows of all workers.")

@@ -17,6 +17,7 @@ import time
 from . import __version__, config
 from . import manifest as mf
 from .jsonlog import Logger
+from .feedback import SharedJournal
 from .metrics import Layout, SharedMetrics
 
 EXIT_CONFIG = 2
@@ -115,6 +116,8 @@ class Supervisor:
         self.log = log
         workers = opts["workers"]
         self.shared = SharedMetrics(workers, Layout(drift_size(manifest.get("reference"))))
+        # The prediction journal for feedback rides along with the metrics block (mapped before the forks).
+        self.shared.journal = SharedJournal(workers, opts["feedback_capacity"])
         self.children: dict[int, int] = {}  # pid -> worker index
         self.started: dict[int, float] = {}  # pid -> start time
         self.backoff = [0.5] * workers

@@ -111,7 +111,7 @@ class Worker:
         self.loop, self.loop_name = _new_loop()
         asyncio.set_event_loop(self.loop)
         self.metrics = WorkerMetrics(shared, index)
-        self.app = App(manifest, opts, self.metrics, worker=index)
+        self.app = App(manifest, opts, self.metrics, worker=index, journal=getattr(shared, "journal", None))
         self.http = HttpServer(self.app, opts, self.log)
         self.done = self.loop.create_future()
         self.exit_code = 0

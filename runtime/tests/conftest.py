@@ -161,8 +161,8 @@ def start_server(model_dir: Path, tmp: Path, *args: str, env: dict | None = None
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("event") == "starting":
-                port = rec["port"]
+            if rec.get("event.action") == "starting":
+                port = rec["server.port"]
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()}")
         time.sleep(0.05)

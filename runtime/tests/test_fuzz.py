@@ -63,6 +63,14 @@ bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=200),
 )
+# Feedback bodies: ids that exist (fz-0 .. fz-4, answered by the fixture), ids that do not, any JSON.
+truth_values = st.one_of(st.lists(st.one_of(st.integers(-3, 5), st.booleans(), st.text(max_size=3), st.floats(allow_nan=False),
+                                            json_values), max_size=8), json_values)
+feedback_body = st.fixed_dictionaries(
+    {},
+    optional={"id": st.one_of(st.sampled_from([f"fz-{i}" for i in range(5)]), json_values), "truth": truth_values},
+)
+FEEDBACK_PATHS = ["/v2/models/iris/feedback", "/v2/models/iris/versions/1/feedback"]
 headers = st.fixed_dictionaries(
     {},
     optional={
@@ -75,6 +83,9 @@ headers = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def fuzz_server(onnx_model_dir, tmp_path_factory):
     srv = start_server(onnx_model_dir, tmp_path_factory.mktemp("fuzz"), "--max-body-bytes", "4096", "--cache-size", "16")
+    for i in range(5):  # answers the feedback fuzzing can label (1 to 5 rows)
+        status, _, _ = srv.infer([[5.1, 3.5, 1.4, 0.2]] * (i + 1), id=f"fz-{i}")
+        assert status == 200
     yield srv
     srv.stop()
 
@@ -136,6 +147,31 @@ def test_fuzzed_bodies_never_crash_the_server(fuzz_server):
     assert _valid_ok(fuzz_server.port)
     print("statuses seen:", sorted(seen))
     assert {200, 400} <= seen  # the strategies reached both the model and the validation paths
+
+
+def test_fuzzed_feedback_bodies_never_crash_the_server(fuzz_server):
+    client = Client(fuzz_server.port)
+    seen = set()
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(path=st.sampled_from(FEEDBACK_PATHS), body=st.one_of(feedback_body.map(lambda d: json.dumps(d).encode()),
+                                                               st.binary(max_size=100)),
+           rid=st.one_of(st.none(), st.sampled_from(["fz-1", "nope"])))
+    def check(path, body, rid):
+        status, data = client.post(path, body, {"X-Request-ID": rid} if rid else {})
+        seen.add(status)
+        assert status in (200, 400, 404, 409, 413), (status, data[:300])
+        if status >= 400:
+            err = json.loads(data)
+            assert isinstance(err.get("error"), str) and err["error"]
+        else:
+            out = json.loads(data)
+            assert out["id"].startswith("fz-") and 1 <= out["rows"] <= 5 and 0 <= out["correct"] <= out["rows"]
+
+    check()
+    assert fuzz_server.proc.poll() is None
+    assert _valid_ok(fuzz_server.port)
+    assert {400, 404} <= seen
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)

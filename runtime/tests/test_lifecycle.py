@@ -58,7 +58,7 @@ def test_tampered_pickle_is_never_loaded(tmp_path, iris, iris_lr):
         ready = subprocess.run(probe, capture_output=True, text=True, env=env, timeout=30)
         assert ready.returncode == 1 and "checksum mismatch" in ready.stdout
         assert subprocess.run(probe + ["--live"], capture_output=True, env=env, timeout=30).returncode == 0
-        assert any(r.get("event") == "model_load_failed" for r in srv.logs())
+        assert any(r.get("event.action") == "model_load_failed" for r in srv.logs())
         assert not marker.exists()
     finally:
         srv.stop()
@@ -132,7 +132,7 @@ def test_sigterm_drains_in_flight_and_refuses_new(tmp_path, onnx_model_dir):
         idle.close()
         if srv.proc.poll() is None:
             srv.proc.kill()
-    events = [r.get("event") for r in srv.logs()]
+    events = [r.get("event.action") for r in srv.logs()]
     assert "drain_started" in events and "drained" in events and "stopped" in events
 
 
@@ -145,7 +145,7 @@ def test_workers_share_port_and_metrics(tmp_path, onnx_model_dir):
         n = 60
         for _ in range(n):  # a new connection each time, so SO_REUSEPORT spreads them
             assert srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
-        pids = {r["pid"] for r in srv.logs() if r.get("event") == "request" and r.get("endpoint") == "infer"}
+        pids = {r["process.pid"] for r in srv.logs() if r.get("event.action") == "request" and r.get("modelops.endpoint") == "infer"}
         assert len(pids) == 2, "both workers should have served requests"
         for _ in range(6):  # whichever worker answers the scrape sees every worker's counts
             text = srv.metrics_text()
@@ -161,7 +161,7 @@ def test_crashed_worker_is_restarted_and_counts_survive(tmp_path, onnx_model_dir
         for _ in range(5):
             assert srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))[0] == 200
         before = metric(srv.metrics_text(), "modelops_requests_total", endpoint="infer", code="200")
-        wpids = [r["pid"] for r in srv.logs() if r.get("event") == "worker_started"]
+        wpids = [r["process.pid"] for r in srv.logs() if r.get("event.action") == "worker_started"]
         os.kill(wpids[0], signal.SIGKILL)
         wait_for(lambda: metric(srv.metrics_text(), "modelops_worker_restarts_total") == 1, 30, "restart", srv)
         wait_for(lambda: all(metric(srv.metrics_text(), "modelops_worker_ready", worker=str(w)) == 1 for w in (0, 1)),
@@ -194,9 +194,9 @@ def test_serves_as_non_root_from_read_only_dir(tmp_path, onnx_model_dir):
             while port is None and time.monotonic() < deadline and proc.poll() is None:
                 for line in log_path.read_text().splitlines():
                     rec = json.loads(line) if line.startswith("{") else {}
-                    if rec.get("event") == "starting":
-                        port = rec["port"]
-                        assert rec["uid"] == 10001
+                    if rec.get("event.action") == "starting":
+                        port = rec["server.port"]
+                        assert rec["user.id"] == 10001
                 time.sleep(0.05)
             assert port is not None, log_path.read_text()
 
@@ -312,12 +312,12 @@ def test_sigterm_during_start_up_drains_every_worker(tmp_path, onnx_model_dir):
                                  "--host", "127.0.0.1", "--port", "0", "--workers", "3", "--drain-timeout", "2"],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for(lambda: '"event":"starting"' in log_path.read_text(), 30, "supervisor start")
+        wait_for(lambda: '"event.action":"starting"' in log_path.read_text(), 30, "supervisor start")
         proc.send_signal(signal.SIGTERM)
         # A worker that ignored the signal would be killed at the deadline (exit code != 0).
         assert proc.wait(60) == 0, log_path.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
-    events = [json.loads(line).get("event") for line in log_path.read_text().splitlines() if line.startswith("{")]
+    events = [json.loads(line).get("event.action") for line in log_path.read_text().splitlines() if line.startswith("{")]
     assert events.count("drained") == 3 and "stopped" in events, events

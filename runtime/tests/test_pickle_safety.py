@@ -512,7 +512,7 @@ def test_server_stays_not_ready_with_the_reason(tmp_path, models, iris):
         assert srv.request("GET", "/v2/health/live")[0] == 200
         status, _, body = srv.request("POST", "/v2/models/iris/infer", json.dumps(ROW))
         assert status == 503
-        assert any(r.get("event") == "model_load_failed" and "posix.system" in r.get("reason", "") for r in srv.logs())
+        assert any(r.get("event.action") == "model_load_failed" and "posix.system" in r.get("modelops.reason", "") for r in srv.logs())
     finally:
         srv.stop()
     assert not marker.exists()
