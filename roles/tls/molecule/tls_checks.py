@@ -5,6 +5,8 @@ scenario's test module imports them, so each assertion lives here once.
 The CA lives on the controller (this process's machine) in
 $MOLECULE_EPHEMERAL_DIRECTORY/pki; the hosts only ever hold their own keys.
 """
+import re
+
 from testinfra_fixtures import EPHEMERAL, local
 
 PKI = "/etc/modelops/pki"
@@ -59,3 +61,51 @@ def test_client_certificates_on_the_controller():
         assert "Server Authentication" not in text
         assert "OK" in local(f"openssl verify -CAfile {CA_DIR / 'ca.crt'} {crt}")
         assert oct((CA_DIR / "clients" / f"{client}.key").stat().st_mode & 0o777) == "0o600"
+
+
+TEXTFILE = "/var/lib/prometheus/node-exporter/modelops_tls.prom"
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_]\w*="(?:[^"\\\n]|\\[\\"n])*",?)*)\} (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\\n]|\\[\\"n])*)"')
+
+
+def parse_exposition(text):
+    """[(name, {label: value}, float)] of a Prometheus text exposition; fails on a line that is not one."""
+    samples, typed = [], {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, metric, kind = line.split(" ")
+            assert metric not in typed, f"TYPE twice for {metric}"
+            typed[metric] = kind
+            continue
+        if line.startswith("# HELP ") or not line:
+            continue
+        match = _SAMPLE.match(line)
+        assert match, f"not a Prometheus sample: {line!r}"
+        metric, labels, value = match.groups()
+        assert metric in typed, f"sample before its TYPE: {line!r}"
+        samples.append((metric, dict(_LABEL.findall(labels)), float(value)))
+    return samples
+
+
+def test_certificate_expiry_metrics(host):
+    """The node exporter's textfile directory holds the notAfter of each certificate the role installed."""
+    prom = host.file(TEXTFILE)
+    assert prom.exists and prom.mode == 0o644
+    samples = parse_exposition(prom.content_string)
+    by_file = {}
+    for metric, labels, value in samples:
+        assert metric == "modelops_tls_certificate_expiry_timestamp_seconds"
+        assert set(labels) == {"file", "subject"}
+        by_file.setdefault(labels["file"], []).append((labels["subject"], value))
+    assert set(by_file) == {f"{PKI}/server.crt", f"{PKI}/chain.crt", f"{PKI}/ca.crt"}
+    for path, got in by_file.items():
+        # Every certificate of the file (openssl reads the first; the files here hold one each).
+        assert len(got) == host.file(path).content_string.count("BEGIN CERTIFICATE")
+        end = host.check_output(f"openssl x509 -in {path} -noout -enddate").split("=", 1)[1]
+        not_after = int(host.check_output(f"date -u -d '{end}' +%s"))
+        subject = host.check_output(f"openssl x509 -in {path} -noout -subject -nameopt RFC2253").split("=", 1)[1]
+        cn = subject.split("CN=", 1)[1].split(",", 1)[0]
+        assert (f"commonName={cn}" in got[0][0]) and got[0][1] == not_after, (path, got, subject, not_after)
+    # No temporary file was left where the node exporter reads every *.prom.
+    listing = host.check_output("ls -A /var/lib/prometheus/node-exporter")
+    assert [f for f in listing.split() if f.endswith(".prom")] == ["modelops_tls.prom"]
