@@ -76,7 +76,8 @@ def test_metrics_timer_runs(host):
     assert timer.is_enabled and timer.is_running
     unit = host.file("/etc/systemd/system/modelops-gpu-metrics.service").content_string
     assert "--nvidia-smi /usr/local/bin/fake-nvidia-smi" in unit
-    assert "ReadWritePaths=/var/lib/prometheus/node-exporter" in unit
+    assert "ReadWritePaths=/var/lib/prometheus/node-exporter /var/lib/modelops/gpu-metrics" in unit
+    assert "--kernel-log auto --xid-state /var/lib/modelops/gpu-metrics/xid.json" in unit
 
 
 def _wait_for_prom(host, timeout=30):
@@ -94,6 +95,18 @@ def test_textfile_has_recorded_gpu_metrics(host):
     assert 'modelops_gpu_utilization_ratio{gpu="0",uuid="GPU-4b1c6e2a-9f3d-7a21-c1e5-2d8f0b6a9e47"} 0.87' in text
     assert 'modelops_gpu_memory_total_bytes{gpu="1",uuid="GPU-a03d51f8-26c4-b9e0-7d13-58e2c4f1a6b0"} 85899345920' in text
     assert host.file(PROM).mode == 0o644
+    # The ECC counters of the recorded ECC answer, and the kernel log read for Xid errors.
+    assert 'modelops_gpu_ecc_errors_uncorrected_total{gpu="1",uuid="GPU-a03d51f8-26c4-b9e0-7d13-58e2c4f1a6b0"} 2' in text
+    assert 'modelops_gpu_ecc_errors_corrected_total{gpu="0",uuid="GPU-4b1c6e2a-9f3d-7a21-c1e5-2d8f0b6a9e47"} 12' in text
+    assert "# TYPE modelops_gpu_xid_errors_total counter" not in text  # no Xid in this kernel log
+    assert "modelops_gpu_kernel_log_up " in text
+
+
+def test_xid_state_survives_the_collector_runs(host):
+    _wait_for_prom(host)
+    state = json.loads(host.file("/var/lib/modelops/gpu-metrics/xid.json").content_string)
+    assert state["xid_counts"] == {}
+    assert state["gpu_index"] == {"0000:31:00": "0", "0000:ca:00": "1"}
 
 
 def test_node_exporter_serves_gpu_metrics(host):
