@@ -32,10 +32,24 @@ def slot_port(port, slot, offset=SLOT_OFFSET):
     return _int(port, "port") + (0 if _slot(slot) == "a" else _int(offset, "offset"))
 
 
-def slot_upstreams(port, slot, replicas, host="127.0.0.1", offset=SLOT_OFFSET):
-    """The nginx upstream servers of one slot: [{'address': 'host:port'}, ...], one per replica."""
+def slot_upstreams(port, slot, replicas, host="127.0.0.1", offset=SLOT_OFFSET, labels=None):
+    """The nginx upstream servers of one slot: [{'address': 'host:port'}, ...], one per replica.
+
+    With labels (a dict such as {model, version, host}), each server also gets
+    'labels': those, as strings, plus its slot and replica index, which the nginx
+    role turns into the replica's metrics route and Prometheus SD entry.
+    """
     base = slot_port(port, slot, offset)
-    return [{"address": "%s:%d" % (host, base + index)} for index in range(_int(replicas, "replicas"))]
+    if labels is not None and not isinstance(labels, dict):
+        raise AnsibleFilterError("slot_upstreams labels must be a dict, got %r" % (labels,))
+    servers = []
+    for index in range(_int(replicas, "replicas")):
+        server = {"address": "%s:%d" % (host, base + index)}
+        if labels is not None:
+            server["labels"] = dict({key: str(value) for key, value in labels.items()},
+                                    slot=slot, replica=str(index))
+        servers.append(server)
+    return servers
 
 
 def replica_names(model, slot, replicas):

@@ -26,6 +26,25 @@ def test_slot_ports_and_upstreams():
     assert F["slot_upstreams"](8600, "a", 0) == []
 
 
+def test_slot_upstreams_with_labels_name_each_replica():
+    servers = F["slot_upstreams"](8600, "b", 2, labels={"model": "iris", "version": 2, "host": "model1"})
+    assert servers == [
+        {"address": "127.0.0.1:8650",
+         "labels": {"model": "iris", "version": "2", "host": "model1", "slot": "b", "replica": "0"}},
+        {"address": "127.0.0.1:8651",
+         "labels": {"model": "iris", "version": "2", "host": "model1", "slot": "b", "replica": "1"}},
+    ]
+    # The caller's dict is not changed, and the slot and replica are the filter's own.
+    given = {"model": "iris", "slot": "x", "replica": "9"}
+    assert F["slot_upstreams"](8600, "a", 1, labels=given)[0]["labels"] == {"model": "iris", "slot": "a", "replica": "0"}
+    assert given == {"model": "iris", "slot": "x", "replica": "9"}
+
+
+def test_slot_upstreams_refuses_labels_that_are_not_a_dict():
+    with pytest.raises(AnsibleFilterError, match="labels must be a dict"):
+        F["slot_upstreams"](8600, "a", 1, labels=["iris"])
+
+
 @pytest.mark.parametrize("args", [(8600, "c"), (8600, ""), ("http", "a")])
 def test_slot_port_refuses_bad_slots_and_ports(args):
     with pytest.raises(AnsibleFilterError):

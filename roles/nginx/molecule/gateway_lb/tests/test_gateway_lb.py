@@ -14,6 +14,8 @@ from testinfra_fixtures import SCENARIO, group_host, name, playbook
 GW, LB = name(group_host("debian12")), name(group_host("debian13"))
 JOURNAL_UNITS = ("nginx",)
 CA = "/etc/modelops/pki/ca.crt"
+METRICS_USER = ("prom", "molecule-metrics-password")
+CLIENT_CERT = ("--cert", "/root/verify-client.crt", "--key", "/root/verify-client.key")
 KEYS = {
     "team-a": "molecule-team-a-key-0123456789abcdef",
     "team-b": "molecule-team-b-key-0123456789abcdef",
@@ -274,6 +276,52 @@ def test_stub_status_from_elsewhere_is_403(gw):
     json_error(body)
 
 
+# ------------------------------------------------------------------ monitoring server
+@pytest.mark.parametrize("tier", ["gateway", "lb"])
+def test_monitoring_server_needs_a_certificate_or_a_password(gw, lb, tier):
+    # The monitoring host (debian13, also the LB tier) asks both tiers.
+    client, url = lb, f"https://{GW if tier == 'gateway' else LB}:9180/nginx/metrics"
+    status, headers, body = curl(client, url)
+    assert status == 401 and "authentication" in json_error(body)["error"]
+    assert headers["www-authenticate"] == ['Basic realm="modelops monitoring"']
+    assert curl(client, url, "-u", "prom:not-the-password")[0] == 401
+    assert curl(client, url, "-u", "nobody:molecule-metrics-password")[0] == 401
+    assert curl(client, url, "--cert", "/root/rogue.crt", "--key", "/root/rogue.key")[0] == 401
+    # An API key of the model routes is no credential here.
+    assert curl(client, url, key=KEYS["team-a"])[0] == 401
+    for creds in (("-u", ":".join(METRICS_USER)), CLIENT_CERT):
+        status, _, body = curl(client, url, *creds)
+        assert status == 200
+        assert "\nnginx_connections_active " in body and "nginx_up 1" in body
+
+
+def test_monitoring_server_refuses_other_networks_with_403_json(gw):
+    status, _, body = curl(gw, f"https://{LB}:9180/nginx/metrics", "-u", ":".join(METRICS_USER))
+    assert status == 403 and "monitoring network" in json_error(body)["error"]
+
+
+def test_nginx_exporter_listens_on_loopback_only(gw, lb):
+    for host in (gw, lb):
+        sock = host.socket("tcp://127.0.0.1:9113")
+        assert sock.is_listening
+        assert not host.socket("tcp://0.0.0.0:9113").is_listening
+    # Its port is not reachable from the other host.
+    assert gw.run(f"curl -s --max-time 5 http://{LB}:9113/metrics").rc != 0
+
+
+def test_monitoring_server_unknown_route_is_404_json(lb):
+    status, _, body = curl(lb, f"https://{GW}:9180/v2/models/echo/ready", "-u", ":".join(METRICS_USER))
+    assert status == 404 and "no such route" in json_error(body)["error"]
+
+
+def test_sd_document_is_empty_without_labelled_replicas(lb):
+    # echo's replicas are static (no labels) and the LB tier has no replicas.
+    for url in (f"https://{GW}:9180/sd/echo.json", f"https://{LB}:9180/sd/echo.json",
+                f"https://{GW}:9180/sd/nosuchmodel.json"):
+        status, _, body = curl(lb, url, *CLIENT_CERT)
+        assert status == 200 and json.loads(body) == []
+
+
 # ------------------------------------------------------------------ LB tier
 def test_lb_reencrypts_to_the_gateway_with_its_certificate(gw):
     status, headers, body = curl(gw, f"https://{LB}/v2/models/echo/infer", "-X", "POST", "-d", "{}",
@@ -301,11 +349,16 @@ def test_access_log_is_json_without_secrets(gw):
     gw.check_output("sleep 1")
     lines = gw.file("/var/log/nginx/modelops-access.log").content_string.splitlines()
     entries = [json.loads(line) for line in lines[-50:]]
-    served = [e for e in entries if e["model"] == "echo" and e["status"] == 200]
+    served = [e for e in entries if e["modelops.model"] == "echo" and e["http.response.status_code"] == 200]
     assert served
-    for field in ("request_id", "upstream_addr", "status", "request_time", "upstream_response_time", "client"):
+    for field in ("@timestamp", "http.request.id", "http.request.method", "url.path", "http.response.status_code",
+                  "http.request.bytes", "http.response.body.bytes", "modelops.request_time", "client.ip",
+                  "user_agent.original", "tls.version", "modelops.client", "modelops.model",
+                  "modelops.upstream.address", "modelops.upstream.status", "modelops.upstream.response_time"):
         assert field in served[-1]
-    assert served[-1]["upstream_addr"].startswith("127.0.0.1:86")
+    assert served[-1]["modelops.upstream.address"].startswith("127.0.0.1:86")
+    assert served[-1]["tls.version"] in ("1.2", "1.3")
+    assert served[-1]["modelops.client"]  # a key name or cert:<CN>, never the key
     everything = gw.check_output("cat /var/log/nginx/*.log")
     for key in KEYS.values():
         assert key not in everything
@@ -345,6 +398,60 @@ def test_upstream_entry_point_switches_and_rejects_bad_config(gw, lb):
     assert curl(lb, f"https://{GW}/v2/models/echo/ready", key=KEYS["team-a"])[0] == 200
     # Reloads are graceful: the master process is the same one.
     assert gw.check_output("cat /run/nginx.pid") == master
+
+
+def test_labelled_replicas_are_scraped_through_the_monitoring_server(gw, lb):
+    # verify_upstream.yml registered pending's replicas 8601 and 8603 (slot a)
+    # with labels, and 8650 (slot b) drained: only the live ones are listed.
+    status, _, body = curl(lb, f"https://{GW}:9180/sd/pending.json", "-u", ":".join(METRICS_USER))
+    assert status == 200
+    groups = json.loads(body)
+    assert [g["targets"] for g in groups] == [[f"{GW}:9180"]] * 2
+    assert [g["labels"] for g in groups] == [
+        {"__metrics_path__": f"/models/pending/a/{i}/metrics", "model": "pending", "version": "3", "slot": "a",
+         "replica": str(i), "host": GW} for i in (0, 1)]
+    for i, port in ((0, 8601), (1, 8603)):
+        status, _, body = curl(lb, f"https://{GW}:9180/models/pending/a/{i}/metrics", *CLIENT_CERT)
+        assert status == 200
+        echo = json.loads(body)
+        assert echo["port"] == port and echo["path"] == "/metrics" and "authorization" not in echo["headers"]
+    # The drained replica has no route.
+    assert curl(lb, f"https://{GW}:9180/models/pending/b/0/metrics", *CLIENT_CERT)[0] == 404
+
+
+def test_bad_labels_are_refused_by_name(gw):
+    run = playbook("verify_upstream.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "LABELS-REFUSED" in run.stdout and "labels need slot and replica" in run.stdout
+    assert "8601" in gw.file("/etc/nginx/modelops/metrics/pending.conf").content_string
+
+
+def _ports(client, url, *args, count=8):
+    """The replica port of each of `count` requests sent on one kept-alive connection (one nginx worker)."""
+    out = client.check_output(" ".join(map(_q, ["curl", "-s", "--max-time", "20", "--cacert", CA, *args,
+                                                 "-H", f"Authorization: Bearer {KEYS['team-a']}",
+                                                 "-w", "\n"] + [url] * count)))
+    return [json.loads(line)["port"] for line in out.splitlines() if line.strip()]
+
+
+def test_same_request_id_reaches_the_same_replica_through_both_tiers(gw, lb):
+    # Client -> LB tier -> gateway -> one of pending's two replicas, and
+    # monitoring host -> gateway directly: a request id always lands on one
+    # replica, whichever nginx worker or connection carries it.
+    seen = set()
+    for client, url in ((gw, f"https://{LB}/v2/models/pending/infer"), (lb, f"https://{GW}/v2/models/pending/infer")):
+        for rid in ("feedback-abc-1", "feedback-abc-2", "feedback-abc-3", "feedback-abc-4"):
+            ports = set(_ports(client, url, "-X", "POST", "-d", "{}", "-H", f"X-Request-ID: {rid}", count=4))
+            ports |= set(_ports(client, url, "-X", "POST", "-d", "{}", "-H", f"X-Request-ID: {rid}", count=1))
+            assert len(ports) == 1, (rid, ports)
+            seen |= ports
+    assert seen <= {8601, 8603}
+    # Without the header the gateway spreads requests round robin (on one
+    # connection, one worker: they alternate).
+    ports = _ports(lb, f"https://{GW}/v2/models/pending/infer", "-X", "POST", "-d", "{}", count=6)
+    assert sorted(ports) == [8601] * 3 + [8603] * 3, ports
+    for host in (gw, lb):
+        assert "hash $http_x_request_id consistent;" in host.file("/etc/nginx/modelops/upstreams/pending.conf").content_string
 
 
 def test_reloads_under_load_lose_no_kept_alive_request(gw, lb):
