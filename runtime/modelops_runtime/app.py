@@ -473,5 +473,5 @@ def row_values(arr, task: str):
     if task == "classification" and arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] > 1:
         return arr.argmax(axis=1).astype(np.float64), KIND_NUMBER
     if arr.ndim == 1:
-        return arr.astype(np.float64, copy=False), KIND_NUMBER
+        return arr, KIND_NUMBER  # stored as float64 by the journal
     return arr.reshape(n, -1)[:, 0].astype(np.float64), KIND_NUMBER

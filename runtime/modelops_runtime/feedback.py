@@ -104,6 +104,12 @@ class Journal:
         self.own_values = self.values[index]
         self.own_tombs = self.tombs[index]
         self.own_labelled = self.labelled[index]
+        # Flat views of the whole mapping for the hot path (offsets in 8-byte words).
+        self.u = memoryview(shared.mm).cast("Q")
+        self.d = memoryview(shared.mm).cast("d")
+        self.base = index * words
+        self.value_base = self.base + HEADER + cap * META
+        self.tomb_base = self.value_base + cap
         # A restarted worker carries on where its predecessor stopped (the mapping survives it).
         self.seq = int(self.own_header[0])
         self.vtotal = int(self.own_header[1])
@@ -111,37 +117,41 @@ class Journal:
 
     # ------------------------------------------------------------------ hot path
     def record(self, request_id: str, values, kind: int) -> None:
-        """Record one answer: ``values`` is a float64 array, one value per row."""
+        """Record one answer: ``values`` is a numeric array, one value per row.
+
+        Scalar stores go through memoryviews (cheaper than numpy scalar assignment)."""
         n = values.shape[0]
         cap = self.capacity
         if n == 0 or n > cap:
             return
+        u, base = self.u, self.base
         seq = self.seq + 1
-        pos = seq % cap
-        meta = self.own_meta[pos]
-        old_seq = int(meta[0])
-        meta[0] = 0  # invalid while it is rewritten
+        m = base + HEADER + (seq % cap) * META
+        old_seq = u[m]
+        u[m] = 0  # invalid while it is rewritten
         if old_seq:
-            self.own_tombs[pos] = meta[1]
+            u[self.tomb_base + seq % cap] = u[m + 1]
         start = self.vtotal
         vpos = start % cap
         end = vpos + n
         vals = self.own_values
-        if end <= cap:
+        if n == 1:
+            self.d[self.value_base + vpos] = values[0]
+        elif end <= cap:
             vals[vpos:end] = values
         else:
             first = cap - vpos
             vals[vpos:] = values[:first]
             vals[: n - first] = values[first:]
         self.vtotal = start + n
-        self.own_header[1] = self.vtotal
-        meta[1] = key_of(request_id)
-        self.own_meta_f[pos, 2] = time.time()
-        meta[3] = n | (kind << 32)
-        meta[4] = start
-        meta[0] = seq
+        u[base + 1] = self.vtotal
+        u[m + 1] = key_of(request_id)
+        self.d[m + 2] = time.time()
+        u[m + 3] = n | (kind << 32)
+        u[m + 4] = start
+        u[m] = seq
         self.seq = seq
-        self.own_header[0] = seq
+        u[base] = seq
 
     # ------------------------------------------------------------------ feedback
     def find(self, request_id: str):
