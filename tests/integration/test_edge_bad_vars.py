@@ -107,6 +107,13 @@ CASES = [
     ("nginx-upstream-address", "nginx", "upstream",
      {"nginx_upstream_model": "iris", "nginx_upstream_servers": [{"address": "127.0.0.1"}]}, "nginx_upstream_servers"),
     ("nginx-upstream-missing", "nginx", "upstream", {"nginx_upstream_model": "iris"}, "nginx_upstream_servers"),
+    # A password where a bcrypt hash belongs: refused by the user's name, the value never shown.
+    ("nginx-metrics-user-not-bcrypt", "nginx", "main",
+     {"nginx_auth_mode": "none", "nginx_metrics_users": {"prom": SECRET}}, "(bad: ['prom'])"),
+    ("nginx-metrics-port", "nginx", "main", {"nginx_auth_mode": "none", "nginx_metrics_port": 443}, "nginx_metrics_port"),
+    ("nginx-upstream-labels", "nginx", "upstream",
+     {"nginx_upstream_model": "iris", "nginx_upstream_servers": [{"address": "127.0.0.1:8600", "labels": {"replica": "0"}}]},
+     "labels need slot and replica"),
     ("firewall-cidr", "firewall", "main", {"firewall_admin_cidrs": ["10.0.0.300/8"]}, "firewall_admin_cidrs: '10.0.0.300/8'"),
     ("firewall-ipv6-cidr", "firewall", "main",
      {"firewall_admin_cidrs": ["10.0.0.0/8"], "firewall_client_cidrs": ["fd00::/129"]}, "firewall_client_cidrs"),

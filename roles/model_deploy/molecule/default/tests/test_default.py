@@ -22,6 +22,9 @@ def test_replica_is_hardened(host, name):
     assert hc["Memory"] == 384 * 1024 * 1024
     assert hc["NanoCpus"] == 500000000
     assert hc["RestartPolicy"]["Name"] == "unless-stopped"
+    # The model's latency objective (slo_p99_ms) beside its own environment.
+    env = info["Config"]["Env"]
+    assert "MODELOPS_SLO_P99_MS=500" in env and "MODELOPS_WORKERS=1" in env
     bindings = [b for port in hc["PortBindings"].values() for b in port]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
 
