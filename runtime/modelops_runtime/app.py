@@ -270,7 +270,7 @@ class App:
         if arr is None:
             return  # the client asked for other outputs only: nothing to score later
         rid = context[0] if context is not None else None
-        if rid is None:
+        if not rid:  # no body id, or an empty one (what some clients send by default)
             raw = req.headers.get(b"x-request-id")
             if raw is None or not _valid_request_id(raw):
                 if self.new_request_id is None:

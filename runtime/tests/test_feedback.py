@@ -97,6 +97,11 @@ def test_request_id_header_and_predict_and_versioned_path(fb_server, iris_lr):
     rid = hdrs["x-request-id"]
     status, body, _ = feedback(srv, {"id": rid, "truth": 1 - json.loads(data)["predictions"][0]})  # scalar, wrong
     assert status == 200 and body == {"id": rid, "rows": 1, "correct": 0}
+    # An empty body id falls back to the header, as if there were none.
+    status, hdrs, _ = srv.infer(ROWS[:1], id="")
+    assert status == 200
+    status, body, _ = feedback(srv, {"truth": iris_lr.predict(np.array(ROWS[:1])).tolist()}, {"X-Request-ID": hdrs["x-request-id"]})
+    assert status == 200 and body["correct"] == 1
 
 
 def test_unknown_id_wrong_shape_and_type(fb_server):
