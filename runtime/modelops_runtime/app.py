@@ -343,7 +343,7 @@ class App:
         own, lay = self.own, self.lay
         try:
             status, body = self._feedback(req)
-        except RequestError as exc:
+        except RequestError:
             own[lay.fb_outcomes + FB["invalid"]] += 1.0
             raise
         return status, body, JSON, b""
