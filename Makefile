@@ -125,6 +125,9 @@ sanity: installed ## ansible-test sanity on the collection installed from the ta
 
 .PHONY: unit
 unit: venv ## Unit tests: plugins, role scripts, lab and docs tools (tests/unit mirrors the tree)
+	@# A real rsyslogd for the log_shipping configuration tests (RUNLEVEL=1: install, do not start it).
+	command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so ] || \
+	  { apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq rsyslog rsyslog-elasticsearch >/dev/null; }
 	$(PY) -m pytest -q tests/unit
 
 .PHONY: preflight-test

@@ -36,7 +36,7 @@ def lab(tmp_path):
 
 
 def run(lab, *args, **extra):
-    values = {"_log_shipping_conf": str(lab / "rsyslog.d" / "60-modelops-shipping.conf"),
+    values = {"log_shipping_enabled": True, "_log_shipping_conf": str(lab / "rsyslog.d" / "60-modelops-shipping.conf"),
               "_log_shipping_main_conf": str(lab / "rsyslog.conf"), "_log_shipping_work_dir": str(lab / "spool"),
               "log_shipping_elasticsearch_url": "https://es1.example.internal:9200",
               "log_shipping_elasticsearch_tls_ca_file": str(lab / "ca.crt"),
