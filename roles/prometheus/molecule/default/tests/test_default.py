@@ -84,8 +84,8 @@ def test_ui_needs_https_and_the_password(host):
     cert = "--cert /etc/modelops/pki/clients/prometheus.crt --key /etc/modelops/pki/clients/prometheus.key"
     assert status(host, f"{BASE}/-/ready", cert, f"-u {AUTH}") == "200"
     # Plain HTTP is not served.
-    plain = host.run("curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -u %s http://127.0.0.1:9090/-/ready" % AUTH)
-    assert plain.stdout.strip() != "200"
+    plain = host.run(f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 -u {AUTH} http://127.0.0.1:9090/-/ready")
+    assert plain.stdout.strip() != "200", plain.stdout
 
 
 def test_web_config_passes_promtool(host):
