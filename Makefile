@@ -78,6 +78,11 @@ demo-image: venv images $(DEMO_DIR)/iris-v1/iris.joblib ## Package the demo mode
 
 .PHONY: test-image
 test-image: venv images $(TEST_CACHE)/iris-v1/iris.joblib ## Package the test lab's model (its own image namespace) on the controller
+	@# The suite's own images are rebuilt once per run: model_package keeps a released
+	@# version as it is when only the runtime changed, and the suite must test this checkout's.
+	ns=$$($(PY) lab/lab.py info --inventory $(TEST_INVENTORY) | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["vars"]["modelops_image_namespace"])') && \
+	  docker images --format '{{.Repository}}:{{.Tag}}' "$$ns/*" | xargs -r docker rmi -f >/dev/null
+	rm -f $(TEST_CACHE)/*.tar
 	ansible-playbook -i $(TEST_INVENTORY) playbooks/package_models.yml
 
 .PHONY: demo
