@@ -433,7 +433,7 @@ def read_journal(state, journalctl="journalctl", timeout=10.0):
 
 def parse_kmsg_record(record):
     """(sequence number, message) of one /dev/kmsg record "prio,seq,usec,flags;message"."""
-    head, _, message = record.partition(";")
+    head, _sep, message = record.partition(";")
     fields = head.split(",")
     try:
         return int(fields[1]), message.split("\n", 1)[0]
@@ -505,7 +505,7 @@ def render_xid_metrics(state, log_up):
         out.append("# TYPE modelops_gpu_xid_errors_total counter")
         names = state.get("gpu_index", {})
         for key in sorted(counts):
-            pci, _, xid = key.partition("|")
+            pci, _sep, xid = key.partition("|")
             gpu = names.get(pci)
             labels = ('gpu="%s",' % _label(gpu) if gpu is not None else "") + 'pci_bus_id="%s",xid="%s"' % (
                 _label(pci), _label(xid))
@@ -551,7 +551,7 @@ def collect(nvidia_smi, output, sysfs_path, timeout, kernel_log="none", xid_stat
     ecc, notes = {}, []
     if ok and gpus:
         left = max(timeout - (time.monotonic() - start), 1.0)
-        ecc_ok, ecc_out, ecc_message, _ = run_smi(nvidia_smi, left, ECC_QUERY)
+        ecc_ok, ecc_out, ecc_message, _ecc_seconds = run_smi(nvidia_smi, left, ECC_QUERY)
         if ecc_ok:
             ecc = parse_ecc_csv(ecc_out)
         else:
