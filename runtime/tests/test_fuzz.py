@@ -12,7 +12,7 @@ import socket
 
 import pytest
 from conftest import start_server
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 DATATYPES = ["FP32", "FP64", "FP16", "INT64", "INT32", "INT8", "UINT8", "BOOL", "BYTES", "fp32", "", "FLOAT"]
@@ -157,6 +157,9 @@ def test_fuzzed_feedback_bodies_never_crash_the_server(fuzz_server):
     @given(path=st.sampled_from(FEEDBACK_PATHS), body=st.one_of(feedback_body.map(lambda d: json.dumps(d).encode()),
                                                                st.binary(max_size=100)),
            rid=st.one_of(st.none(), st.sampled_from(["fz-1", "nope"])))
+    # Always tried, whatever the random draw: an id nobody answered, and a body that is no JSON.
+    @example(path=FEEDBACK_PATHS[0], body=json.dumps({"id": "never-answered", "truth": [0]}).encode(), rid=None)
+    @example(path=FEEDBACK_PATHS[1], body=b"{not json", rid=None)
     def check(path, body, rid):
         status, data = client.post(path, body, {"X-Request-ID": rid} if rid else {})
         seen.add(status)
