@@ -55,6 +55,13 @@ runtime-venv: $(RT_VENV)/.stamp ## Create the serving runtime's test venv
 engine: ## Make sure a Docker engine answers (installs docker.io and starts it if needed)
 	bash scripts/host-engine.sh
 
+.PHONY: host-tools
+# One apt run, after the engine's (two at once would fight over the dpkg lock
+# when `make test` runs its checks side by side). RUNLEVEL=1: install, do not start.
+host-tools: engine ## Install the real daemons some tests start: rsyslog (+ Elasticsearch output) for log_shipping, NGINX for the runtime
+	command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so ] && command -v nginx >/dev/null || \
+	  { apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq rsyslog rsyslog-elasticsearch nginx-light >/dev/null; }
+
 .PHONY: images
 images: engine ## Build the lab base images (Debian 12 and 13, cached by recipe)
 	bash lab/images/build.sh
@@ -129,10 +136,7 @@ sanity: installed ## ansible-test sanity on the collection installed from the ta
 	bash tests/sanity.sh $(INSTALLED)/ansible_collections/modelops/serving
 
 .PHONY: unit
-unit: venv ## Unit tests: plugins, role scripts, lab and docs tools (tests/unit mirrors the tree)
-	@# A real rsyslogd for the log_shipping configuration tests (RUNLEVEL=1: install, do not start it).
-	command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so ] || \
-	  { apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq rsyslog rsyslog-elasticsearch >/dev/null; }
+unit: venv host-tools ## Unit tests: plugins, role scripts, lab and docs tools (tests/unit mirrors the tree)
 	$(PY) -m pytest -q tests/unit
 
 .PHONY: preflight-test
@@ -140,9 +144,7 @@ preflight-test: venv ## Bad variables of the edge roles fail in preflight, namin
 	$(PY) -m pytest -q tests/integration/test_edge_bad_vars.py
 
 .PHONY: runtime-test
-runtime-test: runtime-venv ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
-	@# A real NGINX for the runtime's keep-alive/drain test (RUNLEVEL=1: install, do not start it).
-	command -v nginx >/dev/null || { apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq nginx-light >/dev/null; }
+runtime-test: runtime-venv host-tools ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
 	cd runtime && $(RT_VENV)/bin/python -m pytest -q -m "not heavy"
 
 .PHONY: package-test
@@ -179,8 +181,20 @@ user-state-snapshot: venv images ## Record what a user built (images, demo lab, 
 user-state-check: venv ## After the suite: everything recorded is exactly as it was
 	$(PY) tests/integration/user_state.py check
 
+.PHONY: checks
+# The static checks and the tests that need no lab. `make test` runs them two
+# at a time (each mostly keeps one core busy; CI has two), each target's output
+# kept together.
+checks: lint sanity collection-test unit preflight-test runtime-test package-test ## Static checks and lab-free tests (make -j2 checks runs two at a time)
+
 .PHONY: test
-test: user-state-snapshot lint sanity collection-test unit preflight-test runtime-test package-test molecule collection-lab rollout-test observability-test user-state-check ## Everything CI runs
+test: user-state-snapshot ## Everything CI runs
+	@t=$$(date +%s); $(MAKE) --no-print-directory -j2 --output-sync=target checks; \
+	  echo "==> make test: the checks took $$(( $$(date +%s) - t )) s"
+	@# One make for everything that needs the test image: it is built once.
+	@t=$$(date +%s); $(MAKE) --no-print-directory molecule collection-lab rollout-test observability-test; \
+	  echo "==> make test: molecule and the lab took $$(( $$(date +%s) - t )) s"
+	$(MAKE) --no-print-directory user-state-check
 
 # ---------------------------------------------------------------- the collection as users get it
 GALAXY_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
