@@ -218,8 +218,8 @@ def test_rollout_under_load(ca_file, api_key):
     package(3, v3)
 
     # The fleet starts on version 1 everywhere: `make integration` converged it from the
-    # inventory's catalog, and `make collection-lab` has just run rolling_update.yml on it
-    # (changed=0), so no rollout is needed to get there.
+    # inventory's catalog (and in `make test`, `make collection-lab` has just run
+    # rolling_update.yml on it with changed=0), so no rollout is needed to get there.
     for host, ip in MODEL_HOSTS.items():
         assert gateway_version(ip, host, ca_file, api_key) == "1", "the fleet must start on version 1"
     report = {}
