@@ -134,6 +134,9 @@ def test_bad_variable_fails_early_naming_it(tmp_path, role, tasks_from, variable
     assert expected in out, out
     assert SECRET not in out
     # Nothing ran past the checks: no package, file or service task was reached.
+    # (The edge roles install their packages through service_package's packages entry point.)
+    assert "TASK [modelops.serving.service_package : Ask the package database" not in out, out
+    assert "TASK [modelops.serving.service_package : Install the packages that are missing" not in out, out
     for later in ("Install firewalld", "Install nginx from the distribution", "Install the tools the certificate"):
         assert f"TASK [modelops.serving.{role} : {later}" not in out, out
 
