@@ -1,5 +1,6 @@
-# Copyright: modelops.serving maintainers
-# Apache License 2.0 (see LICENSE)
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, modelops.serving maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Lookup: the image ID held in a docker save tarball on the controller."""
 from __future__ import absolute_import, division, print_function
 
@@ -7,7 +8,8 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: image_archive_id
-author: modelops.serving maintainers
+author:
+  - modelops.serving maintainers (@modelops)
 version_added: 0.1.0
 short_description: The image ID stored in a C(docker save) tarball on the controller
 description:
