@@ -30,16 +30,16 @@ def drift_size(reference: dict | None) -> int:
     return sum(len(f.get("edges", [])) + 1 for f in reference.get("features", []))
 
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
 def _spawn(index, model_dir, manifest, opts, shared, listener, restarted, log) -> int:
+    """Fork one worker. The caller holds STOP_SIGNALS blocked: the child inherits the mask and
+    unblocks them once its own handlers are installed, so an early SIGTERM still means "drain"."""
     sys.stdout.flush()
     sys.stderr.flush()
-    # Block SIGTERM/SIGINT across the fork: the child unblocks them once its own
-    # handlers are installed, so an early SIGTERM still means "drain", not "die".
-    sigs = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
     pid = os.fork()
     if pid:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
         return pid
     code = 1
     try:
@@ -133,6 +133,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         for i in range(self.opts["workers"]):
             self.spawn(i, restarted=False)
+            if self.shutting_down:
+                break
         while self.children or (self.pending_restart and not self.shutting_down):
             if not self.reap_one():
                 self.housekeeping(time.monotonic())
@@ -140,9 +142,19 @@ class Supervisor:
         return self.exit_status()
 
     def spawn(self, index: int, restarted: bool) -> None:
-        pid = _spawn(index, self.model_dir, self.manifest, self.opts, self.shared, self.listener, restarted, self.log)
-        self.children[pid] = index
-        self.started[pid] = time.monotonic()
+        """Fork worker ``index`` unless a stop began. The stop signals stay blocked here until
+        the child is in ``children``: a SIGTERM that arrives meanwhile is handled right after,
+        and its drain reaches the new worker too (before, it went to the older ones only)."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self.shutting_down:
+                return
+            pid = _spawn(index, self.model_dir, self.manifest, self.opts, self.shared, self.listener, restarted,
+                         self.log)
+            self.children[pid] = index
+            self.started[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def on_signal(self, signum, frame) -> None:
         self.signals += 1

@@ -320,4 +320,36 @@ def test_sigterm_during_start_up_drains_every_worker(tmp_path, onnx_model_dir):
         if proc.poll() is None:
             proc.kill()
     events = [json.loads(line).get("event.action") for line in log_path.read_text().splitlines() if line.startswith("{")]
-    assert events.count("drained") == 3 and "stopped" in events, events
+    # A stop that comes before the last fork means fewer workers; each one forked must drain.
+    assert 1 <= events.count("drained") == events.count("worker_started") <= 3 and "stopped" in events, events
+
+
+def test_sigterm_while_forking_reaches_the_new_worker(monkeypatch):
+    """The supervisor registers a worker before it handles a stop, and forks none after one.
+
+    Before, a SIGTERM handled between the fork and the registration went to the older workers
+    only; the new one served on until the drain deadline killed it (exit status 1, seen in CI)."""
+    from modelops_runtime import supervisor as sup_mod
+
+    killed, forked = [], []
+
+    def fake_spawn(index, *args):
+        forked.append(index)
+        if index == 1:
+            signal.raise_signal(signal.SIGTERM)  # arrives between the fork and the registration
+        return 4000 + index
+
+    monkeypatch.setattr(sup_mod, "_spawn", fake_spawn)
+    monkeypatch.setattr(sup_mod, "_kill", lambda pid, sig: killed.append((pid, sig)))
+    listener = socket.socket()
+    opts = {"workers": 3, "feedback_capacity": 16, "drain_timeout": 2.0}
+    sup = sup_mod.Supervisor("/nonexistent", {}, opts, listener, sup_mod.Logger(stream=open(os.devnull, "w")))
+    previous = signal.signal(signal.SIGTERM, sup.on_signal)
+    try:
+        for i in range(3):
+            sup.spawn(i, restarted=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert forked == [0, 1]
+    assert sorted(killed) == [(4000, signal.SIGTERM), (4001, signal.SIGTERM)]
+    assert sup.shutting_down and listener.fileno() == -1
