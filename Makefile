@@ -129,7 +129,13 @@ lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, 
 	ansible-lint --profile production --offline
 	antsibull-changelog lint
 	$(PY) tests/check_argument_specs.py
+	$(MAKE) --no-print-directory inventory-check
 	$(MAKE) --no-print-directory docs-check
+
+.PHONY: inventory-check
+inventory-check: venv ## The example site's and the test lab's role variables: known to their roles, accepted by their argument specs
+	ansible-playbook -i inventories/example tests/inventory_check.yml -e @inventories/example/group_vars/all/vault.yml.example
+	ansible-playbook -i $(TEST_INVENTORY) tests/inventory_check.yml
 
 .PHONY: sanity
 sanity: installed ## ansible-test sanity on the collection installed from the tarball
@@ -140,8 +146,8 @@ unit: venv host-tools ## Unit tests: plugins, role scripts, lab and docs tools (
 	$(PY) -m pytest -q tests/unit
 
 .PHONY: preflight-test
-preflight-test: venv ## Bad variables of the edge roles fail in preflight, naming the variable, changing nothing
-	$(PY) -m pytest -q tests/integration/test_edge_bad_vars.py
+preflight-test: venv ## Bad variables of the edge roles and bad playbook options fail first, naming the variable, changing nothing
+	$(PY) -m pytest -q tests/integration/test_edge_bad_vars.py tests/integration/test_playbook_options.py
 
 .PHONY: runtime-test
 runtime-test: runtime-venv host-tools ## The serving runtime's own tests (protocol, metrics, drift, fuzzing)
