@@ -51,6 +51,11 @@ def run(inventory: Path, playbook: str, extra: dict, check: bool = True):
     ("rolling_update.yml", {"rollout_canary": "maybe"}, ["rollout_canary", "not a valid boolean"]),
     ("rolling_update.yml", {"rollout_rollback_all": "sometimes"}, ["rollout_rollback_all"]),
     ("rollback.yml", {"rollback_models": ["iris", "irsi"]}, ["rollback_models", "irsi is not a model"]),
+    ("rollback.yml", {"rollback_models": "iris, irsi"}, ["rollback_models", "irsi is not a model"]),
+    ("rollback.yml", {"rollback_serial": "half"}, ["rollback_serial", "half"]),
+    ("package.yml", {"model_name": "iris", "model_version": "2", "wheelhouse": "/nonexistent"}, ["model_path"]),
+    ("package.yml", {"model_path": "/nonexistent/iris.joblib", "model_name": "iris", "model_version": "2",
+                     "wheelhouse": "/nonexistent", "model_push": "perhaps"}, ["model_push"]),
     ("maintenance.yml", {}, ["maintenance_host"]),
     ("maintenance.yml", {"maintenance_host": "ghost", "maintenance_drain_wait": "soon"}, ["maintenance_drain_wait"]),
     ("maintenance.yml", {"maintenance_host": "lb9"}, ["maintenance_host", "lb9"]),
@@ -68,6 +73,7 @@ def test_a_wrong_option_fails_naming_it_before_any_host(inventory, playbook, ext
                             "rollout_gateway_check": "no"}),
     ("rolling_update.yml", {"rollout_serial": [1, "50%", 3]}),
     ("rollback.yml", {"rollback_models": ["iris"], "rollback_serial": "50%"}),
+    ("rollback.yml", {"rollback_models": "iris", "rollback_serial": 2}),
 ])
 def test_right_options_pass_the_check(inventory, playbook, extra):
     """Valid values, strings as AWX surveys send them included, get past the check: the run goes

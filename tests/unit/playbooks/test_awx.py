@@ -1,0 +1,190 @@
+"""playbooks/vars/awx.yml and playbooks/awx_configure.yml, held together with the playbooks they
+launch and with the awx.awx modules that make them. No AWX server can run here (it ships only as
+Kubernetes images), so these checks read the definitions:
+- every job template's playbook exists and validates its options, and every survey question asks
+  for an option of that playbook, with a type, default and choices the option accepts, and is
+  required where the option is;
+- every credential kind a template names is an option of the configure playbook, and every
+  variable a credential type injects is an option of a playbook that gets that credential;
+- the workflow's nodes run templates that exist;
+- every argument awx_configure.yml gives an awx.awx module, and every survey and workflow node
+  the filters make from the definitions, is one the module documents (ansible-doc), with its
+  choices.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.modelops.serving.plugins.filter.awx import awx_survey, awx_workflow_nodes
+
+ROOT = Path(__file__).resolve().parents[3]
+PLAYBOOKS = ROOT / "playbooks"
+
+
+class Loader(yaml.SafeLoader):
+    pass
+
+
+Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+SPECS = yaml.safe_load((PLAYBOOKS / "vars" / "argument_specs.yml").read_text())["playbook_argument_specs"]
+CONFIGURE = yaml.load((PLAYBOOKS / "awx_configure.yml").read_text(), Loader=Loader)[0]
+PREFIX = CONFIGURE["vars"]["awx_prefix"]
+RAW = yaml.load((PLAYBOOKS / "vars" / "awx.yml").read_text(), Loader=Loader)
+
+
+def render(value):
+    """The definitions with the configure playbook's awx_prefix filled in (the only template they use
+    outside the credential types' injectors, which are AWX's own)."""
+    if isinstance(value, str) and "awx_prefix" in value:
+        return jinja2.Template(value).render(awx_prefix=PREFIX)
+    if isinstance(value, list):
+        return [render(v) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v) for k, v in value.items()}
+    return value
+
+
+DEFS = {k: (render(v) if k != "awx_credential_types" else v) for k, v in RAW.items()}
+TEMPLATES = DEFS["awx_job_templates"]
+# What a survey answer is, for each option type: AWX sends text, numbers, or a list for multiselect.
+SURVEY_FOR_TYPE = {"str": {"text", "textarea", "password", "multiplechoice"}, "path": {"text"},
+                   "bool": {"multiplechoice"}, "int": {"integer"}, "float": {"float", "integer"},
+                   "raw": {"text", "integer", "multiplechoice"}, "list": {"text", "multiselect"}}
+
+
+def spec_of(template):
+    return SPECS.get(Path(template["playbook"]).stem)
+
+
+def validate(options: dict, values: dict):
+    return ArgumentSpecValidator(options).validate(values).error_messages
+
+
+def test_every_template_runs_a_playbook_that_checks_its_options():
+    names = [t["name"] for t in TEMPLATES]
+    assert len(set(names)) == len(names), names
+    for template in TEMPLATES:
+        path = ROOT / template["playbook"]
+        assert path.is_file(), f"{template['name']}: {template['playbook']} does not exist"
+        if template["survey"]:
+            assert spec_of(template), f"{template['name']}: {template['playbook']} has no argument specs"
+            assert f"playbook_argument_specs.{path.stem}.options" in path.read_text(), path
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t["name"])
+def test_every_survey_question_sets_an_option_the_playbook_validates(template):
+    options = (spec_of(template) or {}).get("options", {})
+    asked = {q["variable"]: q for q in template["survey"]}
+    for var, question in asked.items():
+        assert var in options, f"{template['name']}: the survey asks for {var}, which {template['playbook']} does not take"
+        option = options[var]
+        assert question["type"] in SURVEY_FOR_TYPE[option.get("type", "str")], (var, question["type"], option)
+        if option.get("required"):
+            assert question.get("required"), f"{template['name']}: {var} is required by the playbook, not by the survey"
+        for value in [question.get("default")] + list(question.get("choices", [])):
+            if value not in (None, ""):
+                errors = validate({var: option}, {var: value})
+                assert not errors, f"{template['name']}: {var}={value!r}: {errors}"
+    # A required option the survey does not ask would fail every launch.
+    for name, option in options.items():
+        if option.get("required") and template["survey"]:
+            assert name in asked, f"{template['name']}: {template['playbook']} requires {name}, the survey does not ask it"
+    awx_survey(template["survey"], template["name"], template["description"])  # raises on a malformed question
+
+
+def test_every_credential_kind_and_injected_variable_is_used():
+    kinds = set(SPECS["awx_configure"]["options"]["awx_credentials"]["options"])
+    injected = {}
+    for ctype in DEFS["awx_credential_types"]:
+        ids = {f["id"] for f in ctype["inputs"]["fields"]}
+        assert set(ctype["inputs"].get("required", [])) <= ids, ctype["name"]
+        for var, value in ctype["injectors"]["extra_vars"].items():
+            field = value.strip("{} ")
+            assert field in ids, f"{ctype['name']}: {var} injects {value}, which is not one of its inputs"
+            injected[var] = ctype["name"]
+    registry_vars = [v for v, name in injected.items() if name == "modelops.serving registry"]
+    assert registry_vars
+    for template in TEMPLATES:
+        assert set(template["credential_kinds"]) <= kinds, template["name"]
+        if "registry" in template["credential_kinds"]:
+            options = spec_of(template)["options"]
+            for var in registry_vars:
+                assert var in options, f"{template['name']}: the registry credential sets {var}, {template['playbook']} ignores it"
+
+
+def test_the_workflow_runs_templates_that_exist():
+    names = {t["name"] for t in TEMPLATES}
+    for workflow in DEFS["awx_workflows"]:
+        nodes = awx_workflow_nodes(workflow["nodes"], CONFIGURE["vars"]["awx_organization"])
+        for node in nodes:
+            ujt = node["unified_job_template"]
+            if ujt["type"] == "job_template":
+                assert ujt["name"] in names, f"{workflow['name']}: node {node['identifier']} runs {ujt['name']}"
+
+
+def test_the_configure_playbooks_defaults_are_its_documented_ones():
+    options = SPECS["awx_configure"]["options"]
+    for name, value in CONFIGURE["vars"].items():
+        if name in options and "default" in options[name]:
+            assert value == options[name]["default"], name
+
+
+@lru_cache(maxsize=None)
+def module_options(module: str) -> dict:
+    doc = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-j", module], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return json.loads(doc)[module]["doc"]["options"]
+
+
+def check_against_doc(where: str, value, option: dict, problems: list):
+    """The keys of a dict value are suboptions of its option, recursively, and choices hold."""
+    if "choices" in option and value not in option["choices"] and str(value) not in map(str, option["choices"]):
+        problems.append(f"{where}: {value!r} is not one of {option['choices']}")
+    subs = option.get("suboptions")
+    if not subs:
+        return
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        for key, sub in item.items():
+            if key not in subs:
+                problems.append(f"{where}.{key} is not documented")
+            else:
+                check_against_doc(f"{where}.{key}", sub, subs[key], problems)
+
+
+def test_every_awx_task_argument_is_one_the_module_documents():
+    problems = []
+    for task in CONFIGURE["tasks"]:
+        module = next((k for k in task if k.startswith("awx.awx.")), None)
+        if module is None:
+            continue
+        options = module_options(module)
+        for arg in task[module]:
+            if arg not in options:
+                problems.append(f"{task['name']}: {module} has no option {arg}")
+    # The structures the filters make, checked to the leaves.
+    jt = module_options("awx.awx.job_template")
+    for template in TEMPLATES:
+        if template["survey"]:
+            spec = awx_survey(template["survey"], template["name"], template["description"])
+            for question in spec["spec"]:
+                if question["type"] not in ("text", "textarea", "password", "integer", "float", "multiplechoice",
+                                            "multiselect"):
+                    problems.append(f"{template['name']}: {question['type']}")
+        assert jt["survey_spec"]["type"] == "dict"
+    wf = module_options("awx.awx.workflow_job_template")["workflow_nodes"]
+    for workflow in DEFS["awx_workflows"]:
+        check_against_doc(f"{workflow['name']}.workflow_nodes",
+                          awx_workflow_nodes(workflow["nodes"], CONFIGURE["vars"]["awx_organization"]), wf, problems)
+    assert not problems, "\n".join(problems)
