@@ -167,7 +167,7 @@ molecule: venv images test-image ## Molecule for every role's scenarios (Debian 
 integration: venv images test-image ## A fresh test lab fleet converged twice: the second run must change nothing
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
 	$(PY) lab/lab.py up --inventory $(TEST_INVENTORY)
-	bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
+	PYTHON=$(PY) bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
 
 .PHONY: rollout-test
 rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, maintenance, under TLS load through the load balancer
