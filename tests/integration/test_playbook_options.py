@@ -74,6 +74,10 @@ def test_a_wrong_option_fails_naming_it_before_any_host(inventory, playbook, ext
     ("rolling_update.yml", {"rollout_serial": [1, "50%", 3]}),
     ("rollback.yml", {"rollback_models": ["iris"], "rollback_serial": "50%"}),
     ("rollback.yml", {"rollback_models": "iris", "rollback_serial": 2}),
+    # No options at all: every check must cope with options that are not set.
+    ("rollback.yml", {}),
+    ("rolling_update.yml", {}),
+    ("maintenance.yml", {"maintenance_host": "ghost"}),
 ])
 def test_right_options_pass_the_check(inventory, playbook, extra):
     """Valid values, strings as AWX surveys send them included, get past the check: the run goes
