@@ -15,6 +15,9 @@ INVENTORY ?= inventories/lab
 # image namespace (inventories/testlab/group_vars/all/lab.yml), so that `make test`
 # never touches what `make demo` or a user's playbooks built.
 TEST_INVENTORY := inventories/testlab
+# Its staging environment: a lab of its own (one model server that watches
+# itself), where playbooks/promote.yml takes the images production gets from.
+STAGING_INVENTORY := inventories/testlab-staging
 TEST_CACHE := $(ROOT)/.cache/testlab
 export ANSIBLE_COLLECTIONS_PATH := $(ROOT)/.cache/collections:$(HOME)/.ansible/collections:/usr/share/ansible/collections
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
@@ -133,9 +136,10 @@ lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, 
 	$(MAKE) --no-print-directory docs-check
 
 .PHONY: inventory-check
-inventory-check: venv ## The example site's and the test lab's role variables: known to their roles, accepted by their argument specs
+inventory-check: venv ## The example site's and the test lab's (production and staging) role variables: known to their roles, accepted by their argument specs
 	ansible-playbook -i inventories/example tests/inventory_check.yml -e @inventories/example/group_vars/all/vault.yml.example
 	ansible-playbook -i $(TEST_INVENTORY) tests/inventory_check.yml
+	ansible-playbook -i $(STAGING_INVENTORY) tests/inventory_check.yml
 
 .PHONY: sanity
 sanity: installed ## ansible-test sanity on the collection installed from the tarball
@@ -164,10 +168,14 @@ molecule: venv images test-image ## Molecule for every role's scenarios (Debian 
 	$(PY) tests/molecule_queue.py --lanes 2
 
 .PHONY: integration
-integration: venv images test-image ## A fresh test lab fleet converged twice: the second run must change nothing
+integration: venv images test-image ## A fresh test lab fleet converged twice (the second run must change nothing), and its staging environment converged
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
+	$(PY) lab/lab.py down --inventory $(STAGING_INVENTORY)
 	$(PY) lab/lab.py up --inventory $(TEST_INVENTORY)
+	$(PY) lab/lab.py up --inventory $(STAGING_INVENTORY)
 	PYTHON=$(PY) bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
+	@t=$$(date +%s); ansible-playbook -i $(STAGING_INVENTORY) playbooks/site.yml; \
+	  echo "==> site.yml on the staging environment: $$(( $$(date +%s) - t )) s"
 
 .PHONY: rollout-test
 rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, maintenance, under TLS load through the load balancer
@@ -178,8 +186,9 @@ observability-test: integration ## On the same lab: every target up, 401s, drift
 	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) $(PY) -m pytest -q -s test_observability.py -p no:cacheprovider
 
 .PHONY: test-lab-down
-test-lab-down: ## Remove the test lab (make test leaves it up for inspection)
+test-lab-down: ## Remove the test lab and its staging environment (make test leaves them up for inspection)
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
+	$(PY) lab/lab.py down --inventory $(STAGING_INVENTORY)
 
 .PHONY: user-state-snapshot user-state-check
 user-state-snapshot: venv images ## Record what a user built (images, demo lab, lab state) before the suite

@@ -22,6 +22,13 @@ VENV_BIN = Path(sys.executable).parent
 SPECS = yaml.safe_load((ROOT / "playbooks" / "vars" / "argument_specs.yml").read_text())["playbook_argument_specs"]
 
 
+# A release record as rolling_update.yml writes it, from a staging where iris 1 ran.
+RELEASE = {"environment": "staging", "recorded_at": 1.0, "prometheus_url": "",
+           "models": {"iris": {"version": "1", "image": "modelops/iris:1", "digest": "sha256:" + "a" * 64,
+                               "hosts": ["stage1"]}},
+           "gateways": [{"host": "stage1", "url": "https://192.0.2.2:443", "server_name": "stage1"}]}
+
+
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory):
     path = tmp_path_factory.mktemp("inv") / "hosts.yml"
@@ -56,6 +63,15 @@ def run(inventory: Path, playbook: str, extra: dict, check: bool = True):
     ("package.yml", {"model_name": "iris", "model_version": "2", "wheelhouse": "/nonexistent"}, ["model_path"]),
     ("package.yml", {"model_path": "/nonexistent/iris.joblib", "model_name": "iris", "model_version": "2",
                      "wheelhouse": "/nonexistent", "model_push": "perhaps"}, ["model_push"]),
+    ("rolling_update.yml", {"rollout_digests": {"iris": "latest"}}, ["rollout_digests", "iris"]),
+    ("promote.yml", {}, ["promote_release"]),
+    ("promote.yml", {"promote_release": {"environment": "staging"}},
+     ["must have environment, recorded_at, models, gateways"]),
+    ("promote.yml", {"promote_release": RELEASE, "promote_soak_seconds": "a while"}, ["promote_soak_seconds"]),
+    ("promote.yml", {"promote_release": dict(RELEASE, models={"iris": dict(RELEASE["models"]["iris"], version="2")})},
+     ["catalog names version 1, but staging tested version 2"]),
+    ("promote.yml", {"promote_release": RELEASE, "promote_models": ["irsi"]},
+     ["irsi is not in the release of staging (it has iris)"]),
     ("maintenance.yml", {}, ["maintenance_host"]),
     ("maintenance.yml", {"maintenance_host": "ghost", "maintenance_drain_wait": "soon"}, ["maintenance_drain_wait"]),
     ("maintenance.yml", {"maintenance_host": "lb9"}, ["maintenance_host", "lb9"]),

@@ -6,11 +6,18 @@ playbooks/site.yml and serves iris version 1 behind TLS.
 
 While a bounded load generator sends V2 inference requests over TLS through
 the load balancer (kept-alive connections, as real clients keep them), this test
-1. rolls iris 1 -> 2 out (rolling_update.yml): every response must be 200 and
-   come from version 1 or 2, and every host ends on 2;
-2. rolls out a broken version 3 (its answers fail the health gate's sample
-   check): the canary fails and is left on 2, the rollout stops, no client
-   request fails, the fleet still serves 2;
+1. takes iris 2 through staging to production, every playbook run as an AWX
+   job (ansible-runner): rolling_update.yml on the staging environment writes
+   its release record (what staging runs, by digest), then promote.yml checks
+   staging live and its alerts over a soak window and rolls that exact image
+   out over production: every response must be 200 and come from version 1 or
+   2, every host ends on 2, on the digest staging ran; a release whose digest
+   differs from the archive production would load is refused naming both;
+   then a broken version 3 fails in staging, and promote.yml refuses to take
+   anything to production while the catalog names it: production never sees it;
+2. rolls the broken version 3 out over production directly: the canary fails
+   its health gate (the sample check) and is left on 2, the rollout stops, no
+   client request fails, the fleet still serves 2;
 3. rolls the fleet back to 1 (rollback.yml) with no client error;
 4. runs ten maintenance cycles (maintenance.yml round the model servers: drain
    at the gateway and the load balancer, work, verify, undrain);
@@ -37,6 +44,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 
 from loadgen import LoadGenerator
+from runner_job import run_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -53,6 +61,18 @@ SAMPLE = [[5.1, 3.5, 1.4, 0.2], [5.0, 2.0, 3.5, 1.0], [6.9, 3.2, 5.7, 2.3]]
 EXPECTED = [0, 1, 2]
 LB = (LAB["hosts"][LAB["groups"]["loadbalancers"][0]], LAB["groups"]["loadbalancers"][0])
 MODEL_HOSTS = {host: LAB["hosts"][host] for host in LAB["groups"]["model_servers"]}
+# Its staging environment: a lab of its own (own CA, API key, monitoring password) where a
+# version runs before playbooks/promote.yml takes the exact image it tested to production.
+STAGING_INVENTORY = os.environ.get("LAB_STAGING_INVENTORY", INVENTORY.rstrip("/") + "-staging")
+STAGING = json.loads(subprocess.check_output([os.path.join(VENV_BIN, "python"), os.path.join(ROOT, "lab", "lab.py"),
+                                              "info", "--inventory", STAGING_INVENTORY]))
+STAGING_HOSTS = {host: STAGING["hosts"][host] for host in STAGING["groups"]["model_servers"]}
+
+
+# How long promote.yml's soak gate watches staging's alerts (the test lab scrapes every 5 s and
+# fires after 10 s, inventories/testlab-staging/group_vars/all/lab.yml).
+PROMOTE_SOAK = 30
+PROFILE = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
 
 
 def env():
@@ -70,8 +90,8 @@ def playbook(name, *extra, timeout=1800):
     return proc
 
 
-def lab_secret(name):
-    path = os.path.join(STATE, name)
+def lab_secret(name, state=STATE):
+    path = os.path.join(state, name)
     with open(path) as handle:
         return handle.read().strip()
 
@@ -249,11 +269,87 @@ def test_rollout_under_load(ca_file, api_key):
         for host, ip in MODEL_HOSTS.items():
             assert gateway_version(ip, host, ca_file, api_key) == version, host
 
-    # 1. v1 -> v2 under load.
-    proc, step = under_load("v1_to_v2", "rolling_update.yml", "-e", models_var(2))
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert step["failed"] == 0, step
-    assert set(step["versions"]) <= {"1", "2"} and "2" in step["versions"], step
+    # 1. v2 through staging to production, every step an AWX job (ansible-runner), while
+    #    clients call production through its load balancer.
+    staging_ca = os.path.join(STAGING["state"], "pki", "ca.crt")
+    staging_key = lab_secret("api_key", STAGING["state"])
+    promote_vars = {"promote_soak_seconds": PROMOTE_SOAK, "promote_staging_ca_path": staging_ca,
+                    "promote_staging_api_key": staging_key,
+                    "promote_prometheus_username": STAGING["vars"].get("modelops_monitoring_user", "prometheus"),
+                    "promote_prometheus_password": lab_secret("monitoring_password", STAGING["state"])}
+    catalog = json.loads(models_var(2))
+    gen = load(ca_file, api_key)
+    time.sleep(2)
+    t0 = time.monotonic()
+    staged = run_job("rolling_update.yml", STAGING_INVENTORY, catalog, ident="staging-v2", envvars=PROFILE)
+    staging_seconds = round(time.monotonic() - t0, 1)
+    assert staged.ok, staged.stdout[-4000:]
+    release = staged.artifacts.get("promote_release")
+    assert release and release["models"]["iris"]["version"] == "2", staged.artifacts
+    assert release["models"]["iris"]["hosts"] == sorted(STAGING_HOSTS), release
+    for host, ip in STAGING_HOSTS.items():
+        assert gateway_version(ip, host, staging_ca, staging_key) == "2", host
+    t1 = time.monotonic()
+    promoted = run_job("promote.yml", INVENTORY, dict(catalog, promote_release=release, **promote_vars),
+                       ident="promote-v2", envvars=PROFILE)
+    promote_seconds = round(time.monotonic() - t1, 1)
+    time.sleep(2)
+    result = gen.stop()
+    timeline = task_timeline(staged.stdout) + task_timeline(promoted.stdout)
+    result.update(staging_seconds=staging_seconds, rollout_seconds=promote_seconds,
+                  per_host=rollout_times(promoted.stdout), playbook_rc=promoted.rc, job_status=promoted.status,
+                  release=release, failures=annotate(result["failures"], timeline),
+                  timeline=[{"time": round(when, 3), "task": name} for when, name in timeline])
+    report["v1_to_v2_through_staging"] = result
+    with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    assert promoted.ok, promoted.stdout[-4000:]
+    assert "Watch staging's alerts over the soak window" in promoted.stdout, "the soak gate must have run"
+    assert result["failed"] == 0, result
+    assert set(result["versions"]) <= {"1", "2"} and "2" in result["versions"], result
+    fleet_serves("2")
+    # Production runs the very image staging ran: its own release record, read from its live replicas.
+    production = promoted.artifacts.get("promote_release")
+    assert production and production["models"]["iris"]["hosts"] == sorted(MODEL_HOSTS), promoted.artifacts
+    assert production["models"]["iris"]["digest"] == release["models"]["iris"]["digest"], (production, release)
+
+    # A release whose digest is not what production's archive holds: refused before any host is
+    # touched, naming both digests.
+    forged = json.loads(json.dumps(release))
+    forged["models"]["iris"]["digest"] = "sha256:" + "0" * 64
+    refused = run_job("promote.yml", INVENTORY, dict(catalog, promote_release=forged, **promote_vars),
+                      ident="promote-forged")
+    assert not refused.ok
+    said = " ".join(refused.stdout.split())
+    assert forged["models"]["iris"]["digest"] in said and release["models"]["iris"]["digest"] in said, said[-3000:]
+    assert "Update the model servers, canary first" not in said, "no production host may be touched"
+
+    # A host whose image under the tag is not the pinned one stops the rollout before a replica
+    # of it starts (what protects registry pulls, where the controller has no archive to check).
+    pinned = "sha256:" + "1" * 64
+    refused = run_job("rolling_update.yml", INVENTORY, dict(catalog, rollout_digests={"iris": pinned}),
+                      ident="pinned-elsewhere")
+    assert not refused.ok
+    said = " ".join(refused.stdout.split())
+    assert "the image released for it is %s, but %s/iris:2 here is %s" % (
+        pinned, NAMESPACE, release["models"]["iris"]["digest"]) in said, said[-3000:]
+    assert "Rollout stopped" in said, said[-3000:]
+    fleet_serves("2")
+
+    # A broken v3 stops at staging (its canary fails the sample check and is returned to 2), and
+    # promote.yml refuses to take anything while the catalog names 3: production never sees it.
+    broken = json.loads(models_var(3))
+    staged3 = run_job("rolling_update.yml", STAGING_INVENTORY, broken, ident="staging-v3")
+    assert not staged3.ok and "Rollout stopped" in staged3.stdout, staged3.stdout[-4000:]
+    assert "promote_release" not in staged3.artifacts, "a failed staging run hands no release on"
+    for host, ip in STAGING_HOSTS.items():
+        assert gateway_version(ip, host, staging_ca, staging_key) == "2", host
+    refused = run_job("promote.yml", INVENTORY, dict(broken, promote_release=release, **promote_vars),
+                      ident="promote-v3")
+    assert not refused.ok
+    said = " ".join(refused.stdout.split())
+    assert "catalog names version 3, but testlab-staging tested version 2" in said, said[-3000:]
+    assert "Update the model servers, canary first" not in said, "no production host may be touched"
     fleet_serves("2")
 
     # 2. A broken v3: the canary fails its health gate, the rollout stops.

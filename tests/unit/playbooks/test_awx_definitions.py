@@ -101,6 +101,42 @@ def test_every_survey_question_sets_an_option_the_playbook_validates(template):
     awx_survey(template["survey"], template["name"], template["description"])  # raises on a malformed question
 
 
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t["name"])
+def test_fixed_extra_vars_and_environments_are_ones_the_playbook_and_configure_know(template):
+    """A template's fixed extra_vars are options its playbook validates, with values it accepts; its
+    environment is one awx_configure.yml makes an inventory for."""
+    options = (spec_of(template) or {}).get("options", {})
+    for var, value in (template.get("extra_vars") or {}).items():
+        assert var in options, f"{template['name']}: extra_vars sets {var}, which {template['playbook']} does not take"
+        assert not validate({var: options[var]}, {var: value}), (template["name"], var, value)
+    assert template.get("environment", "production") in ("production", "staging"), template["name"]
+    for workflow in DEFS["awx_workflows"]:
+        assert workflow.get("environment", "production") in ("production", "staging"), workflow["name"]
+
+
+def test_the_promotion_workflow_stages_gates_and_asks_before_production():
+    """package -> staging -> gate (promote.yml, checks only) -> approval -> promote, each on success."""
+    workflow = next(w for w in DEFS["awx_workflows"] if w.get("environment") == "staging")
+    by_id = {n["identifier"]: n for n in workflow["nodes"]}
+    templates = {t["name"]: t for t in TEMPLATES}
+    path, node = [], by_id[workflow["nodes"][0]["identifier"]]
+    while node:
+        path.append(node)
+        nxt = node.get("success", [])
+        assert len(nxt) <= 1 and not node.get("failure") and not node.get("always"), node
+        node = by_id[nxt[0]] if nxt else None
+    kinds = [("approval" if "approval" in n else templates[n["template"]]["playbook"].split("/")[-1],
+              templates[n["template"]].get("environment", "production") if "template" in n else "",
+              (templates[n["template"]].get("extra_vars") or {}).get("promote_check_only", False)
+              if "template" in n else False) for n in path]
+    assert kinds == [("package_models.yml", "production", False), ("rolling_update.yml", "staging", False),
+                     ("promote.yml", "production", True), ("approval", "", False),
+                     ("promote.yml", "production", False)], kinds
+    # The release record reaches the gate and promote jobs as an extra variable.
+    assert all(templates[n["template"]].get("ask_variables") for n in path if "template" in n
+               and templates[n["template"]]["playbook"].endswith("promote.yml"))
+
+
 def test_every_credential_kind_and_injected_variable_is_used():
     kinds = set(SPECS["awx_configure"]["options"]["awx_credentials"]["options"])
     injected = {}

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Run one playbook through ansible-runner, the engine AWX runs every job with, and read the job
+the way AWX reads it: its status and return code, the job events' final stats, its stdout and the
+artifacts a workflow hands to the next job (set_stats).
+
+The private data directory is laid out as AWX lays it out for a job: the project (this checkout)
+under project/, the machine credential's SSH key in env/ssh_key (ansible-runner loads it into an
+ssh-agent), the extra variables in env/extravars, job settings in env/settings. The inventory is
+the lab's own directory.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import ansible_runner
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Job:
+    """What AWX keeps of a finished job."""
+    status: str
+    rc: int
+    stats: dict
+    stdout: str
+    artifacts: dict = field(default_factory=dict)
+    events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+    def changed(self) -> dict:
+        return {h: n for h, n in self.stats.get("changed", {}).items() if n}
+
+
+def lab_key(inventory: str) -> str:
+    """The SSH key the lab's hosts accept (the lab's machine credential)."""
+    lab = yaml.safe_load(open(os.path.join(inventory, "group_vars", "all", "lab.yml")))
+    return os.path.join(ROOT, lab["lab_state"], "id_ed25519")
+
+
+def final_stats(artifacts: str) -> dict:
+    """The playbook_on_stats event of the job, as AWX reads it from job_events/."""
+    for path in sorted(glob.glob(os.path.join(artifacts, "job_events", "*.json"))):
+        with open(path) as fh:
+            event = json.load(fh)
+        if event.get("event") == "playbook_on_stats":
+            return event["event_data"]
+    return {}
+
+
+def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident: str = "job",
+            envvars: dict | None = None, timeout: int = 3600) -> Job:
+    """Run playbooks/<playbook> (or an absolute path) against the inventory as an AWX job would."""
+    inventory = os.path.abspath(inventory)
+    pdd = tempfile.mkdtemp(prefix="runner-%s-" % ident)
+    try:
+        os.symlink(ROOT, os.path.join(pdd, "project"))
+        os.makedirs(os.path.join(pdd, "env"))
+        shutil.copy(lab_key(inventory), os.path.join(pdd, "env", "ssh_key"))
+        with open(os.path.join(pdd, "env", "settings"), "w") as fh:
+            yaml.safe_dump({"job_timeout": timeout, "pexpect_timeout": 10}, fh)
+        with open(os.path.join(pdd, "env", "envvars"), "w") as fh:
+            yaml.safe_dump(dict({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}, **(envvars or {})), fh)
+        if extravars:
+            with open(os.path.join(pdd, "env", "extravars"), "w") as fh:
+                json.dump(extravars, fh)
+        path = playbook if os.path.isabs(playbook) else os.path.join("playbooks", playbook)
+        run = ansible_runner.run(private_data_dir=pdd, playbook=path, inventory=inventory, ident=ident, quiet=True)
+        artifacts = os.path.join(pdd, "artifacts", ident)
+
+        def read(name: str, default: str = "") -> str:
+            try:
+                with open(os.path.join(artifacts, name)) as fh:
+                    return fh.read()
+            except FileNotFoundError:
+                return default
+
+        status = read("status", run.status).strip()
+        rc = int(read("rc", str(run.rc)).strip() or -1)
+        stats = final_stats(artifacts)
+        # AWX hands set_stats data to the next workflow node from this field of the stats event.
+        return Job(status=status, rc=rc, stats=stats, stdout=read("stdout"),
+                   artifacts=stats.get("artifact_data") or {},
+                   events=len(glob.glob(os.path.join(artifacts, "job_events", "*.json"))))
+    finally:
+        shutil.rmtree(pdd, ignore_errors=True)
