@@ -185,6 +185,20 @@ rollout-test: integration ## Rolling update v1->v2, broken v3, rollback, mainten
 observability-test: integration ## On the same lab: every target up, 401s, drift/accuracy/not-ready alerts fire at Alertmanager, every dashboard panel has data
 	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) $(PY) -m pytest -q -s test_observability.py -p no:cacheprovider
 
+GITLAB_CI_LOCAL := $(ROOT)/.cache/node/node_modules/.bin/gitlab-ci-local
+$(GITLAB_CI_LOCAL):
+	command -v npm >/dev/null && command -v rsync >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq npm rsync >/dev/null; }
+	npm install --silent --no-audit --no-fund --prefix $(ROOT)/.cache/node gitlab-ci-local@4.65.0
+
+.PHONY: pipeline-tools
+pipeline-tools: venv $(GITLAB_CI_LOCAL) ## The CI runners the pipeline proof uses: act (in the venv) and gitlab-ci-local (npm)
+
+.PHONY: pipeline-test
+pipeline-test: pipeline-tools integration ## On the same lab: the GitHub workflow (act) and the GitLab pipeline (gitlab-ci-local) take a version through staging to production
+	cd tests/integration && LAB_INVENTORY=$(ROOT)/$(TEST_INVENTORY) GITLAB_CI_LOCAL=$(GITLAB_CI_LOCAL) \
+	  $(PY) -m pytest -q -s test_pipelines.py -p no:cacheprovider
+
 .PHONY: test-lab-down
 test-lab-down: ## Remove the test lab and its staging environment (make test leaves them up for inspection)
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
@@ -207,7 +221,7 @@ test: user-state-snapshot ## Everything CI runs
 	@t=$$(date +%s); $(MAKE) --no-print-directory -j2 --output-sync=target checks; \
 	  echo "==> make test: the checks took $$(( $$(date +%s) - t )) s"
 	@# One make for everything that needs the test image: it is built once.
-	@t=$$(date +%s); $(MAKE) --no-print-directory molecule collection-lab rollout-test observability-test; \
+	@t=$$(date +%s); $(MAKE) --no-print-directory molecule collection-lab rollout-test observability-test pipeline-test; \
 	  echo "==> make test: molecule and the lab took $$(( $$(date +%s) - t )) s"
 	$(MAKE) --no-print-directory user-state-check
 
