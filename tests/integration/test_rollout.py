@@ -299,7 +299,8 @@ def test_rollout_under_load(ca_file, api_key):
     with open(os.path.join(OUTPUT, "rollout-report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     assert promoted.ok, promoted.stdout[-4000:]
-    assert "Watch staging's alerts over the soak window" in promoted.stdout, "the soak gate must have run"
+    assert "Ask staging's Prometheus which alerts fired for the release during the soak window" in promoted.stdout, \
+        "the soak gate must have run"
     assert result["failed"] == 0, result
     assert set(result["versions"]) <= {"1", "2"} and "2" in result["versions"], result
     fleet_serves("2")

@@ -15,7 +15,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "inventories" / "lab"
 TEST = ROOT / "inventories" / "testlab"
+STAGING = ROOT / "inventories" / "testlab-staging"
 IDENTITY = Path("group_vars/all/lab.yml")
+# The test lab's production environment also says how it checks releases in its staging one.
+PROMOTE = Path("group_vars/all/promote.yml")
 
 
 def _vars_files(inv):
@@ -32,8 +35,9 @@ def _hosts(inv):
     def walk(node, path):
         for host, hv in ((node or {}).get("hosts") or {}).items():
             hv = dict(hv or {})
-            addresses[host] = hv.pop("ansible_host")
-            layout[host] = (path, hv)
+            if "ansible_host" in hv:  # a host listed in a second group names its address once
+                addresses[host] = hv.pop("ansible_host")
+            layout.setdefault(host, (path, hv))
         for child, sub in ((node or {}).get("children") or {}).items():
             walk(sub, path + (child,))
 
@@ -42,12 +46,31 @@ def _hosts(inv):
 
 
 def test_every_group_vars_file_but_the_identity_is_the_demos_own():
-    assert _vars_files(TEST) == _vars_files(DEMO)
+    assert sorted(set(_vars_files(TEST)) - {PROMOTE}) == _vars_files(DEMO)
     for rel in _vars_files(TEST):
-        if rel == IDENTITY:
+        if rel in (IDENTITY, PROMOTE):
             assert not (TEST / rel).is_symlink()
             continue
         assert (TEST / rel).resolve() == (DEMO / rel).resolve(), f"{rel} must be the demo's file (a link)"
+
+
+def test_the_staging_environment_is_the_demo_with_its_own_identity():
+    """Every group_vars file of staging but its identity is the demo's own; its identity is the test
+    lab's with only its name, state, network and controller address changed."""
+    files = _vars_files(STAGING)
+    assert IDENTITY in files and set(files) <= set(_vars_files(DEMO)), files
+    for rel in files:
+        if rel != IDENTITY:
+            assert (STAGING / rel).resolve() == (DEMO / rel).resolve(), f"{rel} must be the demo's file (a link)"
+    test = yaml.safe_load((TEST / IDENTITY).read_text())
+    staging = yaml.safe_load((STAGING / IDENTITY).read_text())
+    assert set(test) == set(staging)
+    assert {k for k in test if test[k] != staging[k]} == {"lab_name", "lab_state", "lab_network", "lab_controller"}
+    assert not ipaddress.ip_network(test["lab_network"]).overlaps(ipaddress.ip_network(staging["lab_network"]))
+    # Its state lives under the test lab's, so the suite owns it (tests/integration/user_state.py).
+    assert Path(staging["lab_state"]).is_relative_to(test["lab_state"])
+    _layout, addresses = _hosts(STAGING)
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network(staging["lab_network"]) for a in addresses.values())
 
 
 def test_same_hosts_in_the_same_groups_on_the_test_network():
