@@ -124,7 +124,7 @@ docs-check: venv ## Fail naming what is stale: README tables, docs/collection, C
 	  antsibull-changelog generate --output $$tmp/CHANGELOG.md --output-format md && \
 	  { diff -u CHANGELOG.md $$tmp/CHANGELOG.md || { echo "CHANGELOG.md is stale: run make docs"; exit 1; }; }
 	antsibull-docs lint-collection-docs --plugin-docs --output-format simplified-rst .
-	$(PY) scripts/check_paths.py README.md docs/*.md roles/*/README.md runtime/README.md
+	$(PY) scripts/check_paths.py README.md docs/*.md roles/*/README.md runtime/README.md pipelines/README.md
 
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), changelog fragments, argument_specs vs defaults, docs current
