@@ -2,6 +2,9 @@
 # Apache License 2.0 (see LICENSE)
 """Release records: what one environment runs, handed to the next (staging -> production).
 
+bad_digests names the entries of a {model: digest} mapping that are not image
+digests (the one place the digest pattern is written, for the playbooks' and
+the model_deploy role's checks).
 release_live reads what one model server runs from its live replicas (not from
 the inventory); release_record makes the record at the end of a rolling update
 from what every model server runs, and
@@ -19,6 +22,14 @@ from ansible.errors import AnsibleFilterError
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 RECORD_KEYS = ("environment", "recorded_at", "models", "gateways")
+
+
+def bad_digests(digests):
+    """The keys of {name: digest} whose value is not an image ID or registry digest, sorted."""
+    if not isinstance(digests, dict):
+        raise AnsibleFilterError("bad_digests: expected a mapping of model names to digests, got %s"
+                                 % type(digests).__name__)
+    return sorted(name for name, value in digests.items() if not DIGEST.match(str(value)))
 
 
 def release_record(per_host, environment, recorded_at, gateways=None, prometheus_url=""):
@@ -128,5 +139,5 @@ class FilterModule:
     """Release filters of modelops.serving."""
 
     def filters(self):
-        return {"release_record": release_record, "release_live": release_live, "release_pins": release_pins,
+        return {"bad_digests": bad_digests, "release_record": release_record, "release_live": release_live, "release_pins": release_pins,
                 "soak_fired": soak_fired, "soak_unseen": soak_unseen}

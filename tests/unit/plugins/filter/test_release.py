@@ -16,7 +16,8 @@ def live(version, digest, name="iris"):
 
 
 def test_every_filter_is_registered_under_its_function_name():
-    assert sorted(F) == ["release_live", "release_pins", "release_record", "soak_fired", "soak_unseen"]
+    assert sorted(F) == ["bad_digests", "release_live", "release_pins", "release_record", "soak_fired",
+                         "soak_unseen"]
     for name, func in F.items():
         assert func is getattr(release, name)
 
@@ -121,3 +122,11 @@ def test_released_versions_prometheus_never_saw_serving_are_named():
                             record, pins) == ["iris 2"]
     assert F["soak_unseen"](vector({"model": "iris", "version": "2"}, {"model": "churn", "version": "7"}),
                             record, pins) == []
+
+
+def test_bad_digests_names_every_value_that_is_not_an_image_digest():
+    assert F["bad_digests"]({"iris": D2, "churn": "latest", "ranker": "sha256:" + "A" * 64, "x": None}) == \
+        ["churn", "ranker", "x"]
+    assert F["bad_digests"]({}) == []
+    with pytest.raises(AnsibleFilterError, match="expected a mapping"):
+        F["bad_digests"](["iris"])
