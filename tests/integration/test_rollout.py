@@ -191,15 +191,19 @@ def annotate(failures, timeline):
 
 
 def rollout_times(stdout):
-    """The per-host times the report play prints (`model1: 51.1` lines after its task header)."""
+    """The per-host times the report play prints: {host: {"staged": s, "updated": s}} from its
+    `staged:` and `updated:` maps (`model1: 51.1` lines after its task header)."""
     lines = stdout.splitlines()
     times = {}
     for i, line in enumerate(lines):
         if "Show the time each host took" in line:
-            for follow in lines[i + 1:i + 12]:
-                key, _, value = follow.strip().partition(": ")
-                if key in MODEL_HOSTS:
-                    times[key] = value
+            section = None
+            for follow in lines[i + 1:i + 20]:
+                key, _, value = follow.strip().partition(":")
+                if key in ("staged", "updated"):
+                    section = key
+                elif key in MODEL_HOSTS and section:
+                    times.setdefault(key, {})[section] = value.strip()
     return times
 
 
@@ -320,8 +324,9 @@ def test_rollout_under_load(ca_file, api_key):
     assert forged["models"]["iris"]["digest"] in said and release["models"]["iris"]["digest"] in said, said[-3000:]
     assert "Update the model servers, canary first" not in said, "no production host may be touched"
 
-    # A host whose image under the tag is not the pinned one stops the rollout before a replica
-    # of it starts (what protects registry pulls, where the controller has no archive to check).
+    # A host whose image under the tag is not the pinned one stops the rollout while the images are
+    # staged, before any host switches (what protects registry pulls, where the controller has no
+    # archive to check).
     pinned = "sha256:" + "1" * 64
     refused = run_job("rolling_update.yml", INVENTORY, dict(catalog, rollout_digests={"iris": pinned}),
                       ident="pinned-elsewhere")
@@ -329,7 +334,7 @@ def test_rollout_under_load(ca_file, api_key):
     said = " ".join(refused.stdout.split())
     assert "the image released for it is %s, but %s/iris:2 here is %s" % (
         pinned, NAMESPACE, release["models"]["iris"]["digest"]) in said, said[-3000:]
-    assert "Rollout stopped" in said, said[-3000:]
+    assert "Rollout stopped" in said and "No host was switched" in said, said[-3000:]
     fleet_serves("2")
 
     # A broken v3 stops at staging (its canary fails the sample check and is returned to 2), and
