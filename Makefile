@@ -168,12 +168,12 @@ molecule: venv images test-image ## Molecule for every role's scenarios (Debian 
 	$(PY) tests/molecule_queue.py --lanes 2
 
 .PHONY: integration
-integration: venv images test-image ## A fresh test lab fleet converged twice (the second run must change nothing), and its staging environment converged
+integration: venv images test-image test-ee ## A fresh test lab fleet converged twice (the second, in the execution environment, must change nothing), and its staging environment converged
 	$(PY) lab/lab.py down --inventory $(TEST_INVENTORY)
 	$(PY) lab/lab.py down --inventory $(STAGING_INVENTORY)
 	$(PY) lab/lab.py up --inventory $(TEST_INVENTORY)
 	$(PY) lab/lab.py up --inventory $(STAGING_INVENTORY)
-	PYTHON=$(PY) bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
+	PYTHON=$(PY) EE_IMAGE=$(EE_TEST_IMAGE) bash tests/integration/site_idempotence.sh $(TEST_INVENTORY)
 	@t=$$(date +%s); ansible-playbook -i $(STAGING_INVENTORY) playbooks/site.yml; \
 	  echo "==> site.yml on the staging environment: $$(( $$(date +%s) - t )) s"
 
@@ -235,6 +235,17 @@ build: venv ## Build the collection tarball, check what it holds, print its size
 	rm -f $(ROOT)/.cache/dist/modelops-serving-*.tar.gz
 	ansible-galaxy collection build --force --output-path $(ROOT)/.cache/dist .
 	$(PY) tests/check_tarball.py $(TARBALL)
+
+.PHONY: ee
+ee: build images ## Build the execution environment image (execution-environment.yml's tag) offline: wheelhouse on the controller, then ansible-builder
+	bash scripts/ee-build.sh $(PY)
+
+# The suite's own build of the same file, under a name the suite owns (a user's
+# modelops-ee image is left alone).
+EE_TEST_IMAGE := modelops-test/ee:$(GALAXY_VERSION)
+.PHONY: test-ee
+test-ee: build images ## Build the execution environment as the suite's image modelops-test/ee:<version>
+	bash scripts/ee-build.sh $(PY) $(EE_TEST_IMAGE)
 
 .PHONY: installed
 installed: build ## Install the tarball, offline, into an empty collections path (.cache/installed)

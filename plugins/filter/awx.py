@@ -5,10 +5,15 @@
 awx_survey turns a job template's list of questions into the survey_spec that
 awx.awx.job_template takes; awx_workflow_nodes turns a workflow's nodes (a
 template or an approval each, with the nodes that follow on success, failure
-or always) into the workflow_nodes of awx.awx.workflow_job_template. Each
-filter is documented in the YAML file of its name next to this one.
+or always) into the workflow_nodes of awx.awx.workflow_job_template;
+awx_assets makes, from the same definitions, the document `awx import`
+(awxkit) reads: the objects awx_configure.yml makes, each with the natural key
+AWX matches it by. Each filter is documented in the YAML file of its name next
+to this one.
 """
 from __future__ import annotations
+
+import json
 
 from ansible.errors import AnsibleFilterError
 
@@ -92,8 +97,121 @@ def awx_workflow_nodes(nodes, organization):
     return out
 
 
+# AWX's own credential types, by the kinds awx_configure.yml's awx_credentials names
+# (the registry's type is this collection's, made from awx_credential_types).
+MANAGED_CREDENTIAL_TYPES = {"machine": ("Machine", "ssh"), "vault": ("Vault", "vault"), "scm": ("Source Control", "scm")}
+
+
+def _key(obj_type, /, **fields):
+    """A natural key as awxkit writes it: the identifying fields and the object's type."""
+    return dict(fields, type=obj_type)
+
+
+def awx_assets(job_templates, workflows, credential_types, organization, project, inventories, credentials=None,
+               execution_environment=""):
+    """The `awx import` document of the objects awx_configure.yml makes from the same definitions."""
+    credentials = dict(credentials or {})
+    org = _key("organization", name=organization)
+    ee = _key("execution_environment", name=execution_environment) if execution_environment else None
+    own_types = {t["name"]: t for t in credential_types}
+
+    def credential(kind):
+        name = credentials.get(kind)
+        if not name:
+            return None
+        if kind in MANAGED_CREDENTIAL_TYPES:
+            type_name, type_kind = MANAGED_CREDENTIAL_TYPES[kind]
+        else:
+            matching = [t for t in credential_types if t["name"].endswith(" " + kind)]
+            if len(matching) != 1:
+                raise AnsibleFilterError("awx_assets: no credential type of this collection is for the %s credential"
+                                         % kind)
+            type_name, type_kind = matching[0]["name"], matching[0]["kind"]
+        return _key("credential", organization=org, name=name,
+                    credential_type=_key("credential_type", name=type_name, kind=type_kind))
+
+    proj = _key("project", organization=org, name=project["name"])
+    out = {
+        "organizations": [{"name": organization, "description": "Model serving with modelops.serving",
+                           "related": {}, "natural_key": org}],
+        "credential_types": [{"name": t["name"], "description": t.get("description", ""), "kind": t["kind"],
+                              "inputs": t["inputs"], "injectors": t["injectors"], "related": {},
+                              "natural_key": _key("credential_type", name=t["name"], kind=t["kind"])}
+                             for t in own_types.values()],
+        "projects": [{"name": project["name"], "description": project.get("description", ""), "scm_type": "git",
+                      "scm_url": project["scm_url"], "scm_branch": project.get("scm_branch", ""),
+                      "scm_update_on_launch": True,
+                      "credential": (_key("credential", organization=org, name=project["credential"],
+                                          credential_type=_key("credential_type", name="Source Control", kind="scm"))
+                                     if project.get("credential") else None),
+                      "default_environment": ee, "organization": org, "related": {}, "natural_key": proj}],
+        "inventory": [], "inventory_sources": [], "job_templates": [], "workflow_job_templates": [],
+    }
+    inv_keys = {}
+    for env, inv in inventories.items():
+        inv_keys[env] = _key("inventory", organization=org, name=inv["name"])
+        out["inventory"].append({
+            "name": inv["name"], "description": "%s: %s of the %s project" % (env, inv["path"], project["name"]),
+            "organization": org, "variables": "", "related": {}, "natural_key": inv_keys[env]})
+        out["inventory_sources"].append({
+            "name": "%s from %s" % (inv["name"], project["name"]), "source": "scm", "source_project": proj,
+            "source_path": inv["path"], "overwrite": True, "overwrite_vars": True, "update_on_launch": True,
+            "inventory": inv_keys[env], "related": {},
+            "natural_key": _key("inventory_source", organization=org,
+                                name="%s from %s" % (inv["name"], project["name"]), inventory=inv_keys[env])})
+
+    def inventory_of(item):
+        env = item.get("environment", "production")
+        if env not in inv_keys:
+            raise AnsibleFilterError("awx_assets: %s runs on the %s inventory, which is not given"
+                                     % (item["name"], env))
+        return inv_keys[env]
+
+    jt_keys = {}
+    for jt in job_templates:
+        survey = jt.get("survey") or []
+        jt_keys[jt["name"]] = _key("job_template", organization=org, name=jt["name"])
+        creds = [c for c in (credential(kind) for kind in jt.get("credential_kinds", [])) if c]
+        out["job_templates"].append({
+            "name": jt["name"], "description": jt.get("description", ""), "job_type": "run",
+            "playbook": jt["playbook"], "inventory": inventory_of(jt), "project": proj,
+            "execution_environment": ee, "become_enabled": False,
+            "extra_vars": json.dumps(jt.get("extra_vars") or {}, sort_keys=True),
+            "ask_variables_on_launch": bool(jt.get("ask_variables", False)), "survey_enabled": bool(survey),
+            "related": {"credentials": creds,
+                        "survey_spec": awx_survey(survey, jt["name"], jt.get("description", "")) if survey else {}},
+            "natural_key": jt_keys[jt["name"]]})
+
+    for wf in workflows:
+        wf_key = _key("workflow_job_template", organization=org, name=wf["name"])
+        nodes = []
+        for node in awx_workflow_nodes(wf["nodes"], organization):
+            ujt = node["unified_job_template"]
+            related = {rel: [_key("workflow_job_template_node", workflow_job_template=wf_key,
+                                  identifier=t["identifier"]) for t in targets]
+                       for rel, targets in node["related"].items()}
+            if ujt["type"] == "job_template":
+                if ujt["name"] not in jt_keys:
+                    raise AnsibleFilterError("awx_assets: workflow %s runs %s, which is not one of the job templates"
+                                             % (wf["name"], ujt["name"]))
+                template = jt_keys[ujt["name"]]
+            else:
+                template = None
+                related["create_approval_template"] = {k: ujt[k] for k in ("name", "description", "timeout")}
+            nodes.append({"identifier": node["identifier"], "unified_job_template": template,
+                          "all_parents_must_converge": node.get("all_parents_must_converge", False),
+                          "extra_data": {}, "related": related,
+                          "natural_key": _key("workflow_job_template_node", workflow_job_template=wf_key,
+                                              identifier=node["identifier"])})
+        out["workflow_job_templates"].append({
+            "name": wf["name"], "description": wf.get("description", ""), "organization": org,
+            "inventory": inventory_of({"name": wf["name"]}), "survey_enabled": False,
+            "related": {"workflow_nodes": nodes, "survey_spec": {}}, "natural_key": wf_key})
+    return out
+
+
 class FilterModule:
     """AWX/Tower filters of modelops.serving."""
 
     def filters(self):
-        return {"awx_survey": awx_survey, "awx_workflow_nodes": awx_workflow_nodes}
+        return {"awx_survey": awx_survey, "awx_workflow_nodes": awx_workflow_nodes, "awx_assets": awx_assets}

@@ -7,6 +7,13 @@ The private data directory is laid out as AWX lays it out for a job: the project
 under project/, the machine credential's SSH key in env/ssh_key (ansible-runner loads it into an
 ssh-agent), the extra variables in env/extravars, job settings in env/settings. The inventory is
 the lab's own directory.
+
+With a container image, the job runs inside that execution environment as AWX runs it
+(ansible-runner's process isolation, Docker as the engine): the collection and Ansible are the
+image's own (ANSIBLE_COLLECTIONS_PATH names only the image's collections, as in an AWX project
+checkout, which has no .cache/), and the host network, the Docker engine's socket and this
+checkout's path are shared with it so that the lab's addresses, the engine that packages the
+models, the lab's state and the model archives are where the inventory says.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class Job:
     stdout: str
     artifacts: dict = field(default_factory=dict)
     events: int = 0
+    task_files: set = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -47,19 +55,24 @@ def lab_key(inventory: str) -> str:
     return os.path.join(ROOT, lab["lab_state"], "id_ed25519")
 
 
-def final_stats(artifacts: str) -> dict:
-    """The playbook_on_stats event of the job, as AWX reads it from job_events/."""
+def read_events(artifacts: str) -> tuple[dict, set]:
+    """The playbook_on_stats event of the job, as AWX reads it from job_events/, and the files
+    its tasks came from (each task start event's task_path, without the line number)."""
+    stats, files = {}, set()
     for path in sorted(glob.glob(os.path.join(artifacts, "job_events", "*.json"))):
         with open(path) as fh:
             event = json.load(fh)
         if event.get("event") == "playbook_on_stats":
-            return event["event_data"]
-    return {}
+            stats = event["event_data"]
+        elif event.get("event") == "playbook_on_task_start" and event["event_data"].get("task_path"):
+            files.add(event["event_data"]["task_path"].rsplit(":", 1)[0])
+    return stats, files
 
 
 def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident: str = "job",
-            envvars: dict | None = None, timeout: int = 3600) -> Job:
-    """Run playbooks/<playbook> (or an absolute path) against the inventory as an AWX job would."""
+            envvars: dict | None = None, timeout: int = 3600, container_image: str | None = None) -> Job:
+    """Run playbooks/<playbook> (or an absolute path) against the inventory as an AWX job would,
+    in the execution environment container_image when one is given."""
     inventory = os.path.abspath(inventory)
     pdd = tempfile.mkdtemp(prefix="runner-%s-" % ident)
     try:
@@ -68,13 +81,26 @@ def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident:
         shutil.copy(lab_key(inventory), os.path.join(pdd, "env", "ssh_key"))
         with open(os.path.join(pdd, "env", "settings"), "w") as fh:
             yaml.safe_dump({"job_timeout": timeout, "pexpect_timeout": 10}, fh)
+        env = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+        isolation = {}
+        if container_image:
+            env["ANSIBLE_COLLECTIONS_PATH"] = "/usr/share/ansible/collections"
+            # In an execution environment ansible-runner reads the inventory from the private data
+            # dir only (/runner/inventory), where AWX writes a job's inventory: a link to the lab's.
+            os.symlink(inventory, os.path.join(pdd, "inventory"))
+            isolation = {"process_isolation": True, "process_isolation_executable": "docker",
+                         "container_image": container_image, "container_options": ["--network=host"],
+                         # site.yml packages the catalog's models on the controller: the engine's
+                         # socket goes into the job, as docs/awx.md tells sites to do.
+                         "container_volume_mounts": [f"{ROOT}:{ROOT}", "/var/run/docker.sock:/var/run/docker.sock"]}
         with open(os.path.join(pdd, "env", "envvars"), "w") as fh:
-            yaml.safe_dump(dict({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}, **(envvars or {})), fh)
+            yaml.safe_dump(dict(env, **(envvars or {})), fh)
         if extravars:
             with open(os.path.join(pdd, "env", "extravars"), "w") as fh:
                 json.dump(extravars, fh)
         path = playbook if os.path.isabs(playbook) else os.path.join("playbooks", playbook)
-        run = ansible_runner.run(private_data_dir=pdd, playbook=path, inventory=inventory, ident=ident, quiet=True)
+        run = ansible_runner.run(private_data_dir=pdd, playbook=path, inventory=inventory, ident=ident, quiet=True,
+                                 **isolation)
         artifacts = os.path.join(pdd, "artifacts", ident)
 
         def read(name: str, default: str = "") -> str:
@@ -86,10 +112,11 @@ def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident:
 
         status = read("status", run.status).strip()
         rc = int(read("rc", str(run.rc)).strip() or -1)
-        stats = final_stats(artifacts)
+        stats, task_files = read_events(artifacts)
         # AWX hands set_stats data to the next workflow node from this field of the stats event.
         return Job(status=status, rc=rc, stats=stats, stdout=read("stdout"),
                    artifacts=stats.get("artifact_data") or {},
-                   events=len(glob.glob(os.path.join(artifacts, "job_events", "*.json"))))
+                   events=len(glob.glob(os.path.join(artifacts, "job_events", "*.json"))),
+                   task_files=task_files)
     finally:
         shutil.rmtree(pdd, ignore_errors=True)

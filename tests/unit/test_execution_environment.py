@@ -1,8 +1,8 @@
 """execution-environment.yml: ansible-builder makes its build context, and what goes into the
 image is what the controller venv is tested with (the same pins, this collection's version).
 
-Building the image itself needs a container engine and a package index reachable from inside the
-build; this test makes the context only (ansible-builder create) and reads it.
+This test makes the context only (ansible-builder create) and reads it; `make test` builds the image
+itself (make test-ee) and runs the lab's second site.yml inside it (tests/integration/runner_site.py).
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def context(tmp_path_factory):
     shutil.copytree(ROOT / "ee", project / "ee")
     (project / TARBALL).parent.mkdir(parents=True)
     (project / TARBALL).write_bytes(b"stand-in for the collection tarball")
+    (project / ".cache" / "ee-wheels").mkdir()
+    (project / ".cache" / "ee-wheels" / "stand-in.whl").write_bytes(b"stand-in for the wheelhouse")
     out = project / "context"
     builder = Path(sys.executable).parent / "ansible-builder"
     res = subprocess.run([str(builder), "create", "-f", "execution-environment.yml", "-c", str(out),
@@ -74,6 +76,12 @@ def test_the_image_gets_the_controller_venvs_pins(context):
 def test_the_build_needs_no_galaxy_and_no_registry(context):
     dockerfile = (context / "Dockerfile").read_text()
     assert 'ARG ANSIBLE_GALAXY_CLI_COLLECTION_OPTS="--no-deps"' in dockerfile
+    # Every pip install of every stage finds its packages in the wheelhouse, never on an index: the
+    # setting comes before the first pip run and the later stages are built from the base stage.
+    assert (context / "_build" / "wheels" / "stand-in.whl").is_file()
+    offline = dockerfile.index("ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/opt/ee-wheels")
+    assert offline < dockerfile.index("pip_install") < dockerfile.index("pip install")
+    assert dockerfile.count("FROM $EE_BASE_IMAGE") == 1 and dockerfile.count("FROM base AS") == 3
     base = EE["images"]["base_image"]["name"]
     assert f'ARG EE_BASE_IMAGE="{base}"' in dockerfile
     # The base is one the lab builds itself (lab/images), not one pulled from a registry.

@@ -14,6 +14,7 @@ Kubernetes images), so these checks read the definitions:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import lru_cache
@@ -224,3 +225,147 @@ def test_every_awx_task_argument_is_one_the_module_documents():
         check_against_doc(f"{workflow['name']}.workflow_nodes",
                           awx_workflow_nodes(workflow["nodes"], CONFIGURE["vars"]["awx_organization"]), wf, problems)
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the awx import document
+# awx_configure.yml with awx_export_path writes the same objects for awxkit's `awx import`. No AWX
+# can import it here; what is checked is what awxkit's import relies on: the resources it knows,
+# natural keys made of exactly the fields its page classes name (it matches existing objects by
+# them, so a second import updates instead of duplicating), every reference resolving to an
+# object of the document or to one the site names (credentials, execution environment), and the
+# same templates, surveys, credentials and workflow links as the configure path makes.
+
+SITE = {"awx_project_scm_url": "https://git.example.internal/ml/site.git",
+        "awx_inventory_path": "inventories/production", "awx_staging_inventory_path": "inventories/staging",
+        "awx_execution_environment": "modelops-ee 0.1.0",
+        "awx_credentials": {"machine": "fleet ssh", "vault": "site vault", "registry": "site registry"},
+        "awx_project_credential": "git deploy key"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("awx") / "modelops-awx.json"
+    extra = dict(SITE, awx_export_path=str(out))
+    res = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                          str(PLAYBOOKS / "awx_configure.yml"), "-e", json.dumps(extra)],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env=dict(os.environ, CONTROLLER_HOST="https://127.0.0.1:9", ANSIBLE_NOCOLOR="1"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "Create the organization" not in res.stdout, "the export run went on to configure AWX"
+    return json.loads(out.read_text())
+
+
+def awxkit_pages():
+    from awxkit.api import pages
+    return {"organizations": pages.Organization, "credential_types": pages.CredentialType,
+            "projects": pages.Project, "inventory": pages.Inventory, "inventory_sources": pages.InventorySource,
+            "job_templates": pages.JobTemplate, "workflow_job_templates": pages.WorkflowJobTemplate,
+            "workflow_job_template_node": pages.WorkflowJobTemplateNode, "credential": pages.Credential,
+            "execution_environment": pages.ExecutionEnvironment}
+
+
+def natural_keys(value, opaque=()):
+    """Every natural key a value holds or refers to (dicts with a type), outermost first; the keys of
+    the types in opaque are yielded without what they hold."""
+    if isinstance(value, dict):
+        is_key = isinstance(value.get("type"), str) and ("name" in value or "identifier" in value)
+        if is_key:
+            yield value
+            if value["type"] in opaque:
+                return
+        for v in value.values():
+            yield from natural_keys(v, opaque)
+    elif isinstance(value, list):
+        for v in value:
+            yield from natural_keys(v, opaque)
+
+
+def test_the_export_uses_only_resources_awxkit_imports(exported):
+    from awxkit.api.pages.api import EXPORTABLE_RESOURCES
+    assert set(exported) <= set(EXPORTABLE_RESOURCES), sorted(set(exported) - set(EXPORTABLE_RESOURCES))
+    for resource in ("organizations", "credential_types", "projects", "inventory", "inventory_sources",
+                     "job_templates", "workflow_job_templates"):
+        assert exported[resource], f"{resource} is empty"
+
+
+def test_every_natural_key_has_exactly_awxkits_fields(exported):
+    pages = awxkit_pages()
+    by_type = {"organization": pages["organizations"], "credential_type": pages["credential_types"],
+               "project": pages["projects"], "inventory": pages["inventory"],
+               "inventory_source": pages["inventory_sources"], "job_template": pages["job_templates"],
+               "workflow_job_template": pages["workflow_job_templates"],
+               "workflow_job_template_node": pages["workflow_job_template_node"], "credential": pages["credential"],
+               "execution_environment": pages["execution_environment"]}
+    problems = []
+    for key in natural_keys(exported):
+        if key.get("type") not in by_type:
+            continue
+        expected = set(by_type[key["type"]].NATURAL_KEY) | {"type"}
+        if set(key) != expected:
+            problems.append(f"{key['type']} {key.get('name', key.get('identifier'))}: {sorted(key)} != {sorted(expected)}")
+    for resource, assets in exported.items():
+        for asset in assets:
+            expected = set(pages[resource].NATURAL_KEY) | {"type"}
+            if set(asset["natural_key"]) != expected:
+                problems.append(f"{resource} {asset['name']}: natural key {sorted(asset['natural_key'])}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_reference_resolves_in_the_document_or_to_what_the_site_names(exported):
+    defined = {json.dumps(a["natural_key"], sort_keys=True) for assets in exported.values() for a in assets}
+    for wf in exported["workflow_job_templates"]:
+        defined |= {json.dumps(n["natural_key"], sort_keys=True) for n in wf["related"]["workflow_nodes"]}
+    external = {"credential": set(SITE["awx_credentials"].values()) | {SITE["awx_project_credential"]},
+                "execution_environment": {SITE["awx_execution_environment"]}}
+    problems, seen = [], set()
+    # A site's credential is referred to with its type's key (AWX's own types or this collection's).
+    for key in natural_keys(exported, opaque=tuple(external)):
+        if key["type"] in external:
+            seen.add(key["name"])
+            kind = key.get("credential_type", {}).get("name")
+            if key["type"] == "credential" and kind not in {"Machine", "Vault", "Source Control"} | {
+                    t["name"] for t in exported["credential_types"]}:
+                problems.append(f"credential {key['name']} has a type no AWX has and the document makes: {kind}")
+            if key["name"] not in external[key["type"]]:
+                problems.append(f"{key['type']} {key['name']} is not one the site names")
+            continue
+        if json.dumps(key, sort_keys=True) not in defined:
+            problems.append(f"{key} refers to nothing in the document")
+    assert not problems, "\n".join(problems)
+    assert seen == external["credential"] | external["execution_environment"], seen
+
+
+def test_the_export_makes_what_the_configure_path_makes(exported):
+    org = CONFIGURE["vars"]["awx_organization"]
+    creds = SITE["awx_credentials"]
+    jts = {jt["name"]: jt for jt in exported["job_templates"]}
+    assert sorted(jts) == sorted(t["name"] for t in TEMPLATES)
+    for template in TEMPLATES:
+        jt = jts[template["name"]]
+        assert jt["playbook"] == template["playbook"] and (PLAYBOOKS.parent / jt["playbook"]).is_file()
+        assert jt["inventory"]["name"] == ("staging" if template.get("environment") == "staging" else "production")
+        assert sorted(c["name"] for c in jt["related"]["credentials"]) == sorted(
+            creds[k] for k in template["credential_kinds"])
+        want = awx_survey(template["survey"], template["name"], template["description"]) if template["survey"] else {}
+        assert jt["related"]["survey_spec"] == want
+        assert jt["survey_enabled"] is bool(template["survey"])
+        assert json.loads(jt["extra_vars"]) == template.get("extra_vars", {})
+        assert jt["ask_variables_on_launch"] is template.get("ask_variables", False)
+        assert jt["execution_environment"]["name"] == SITE["awx_execution_environment"]
+    for workflow in DEFS["awx_workflows"]:
+        wf = next(w for w in exported["workflow_job_templates"] if w["name"] == workflow["name"])
+        nodes = {n["identifier"]: n for n in wf["related"]["workflow_nodes"]}
+        for node in awx_workflow_nodes(workflow["nodes"], org):
+            got = nodes[node["identifier"]]
+            ujt = node["unified_job_template"]
+            if ujt["type"] == "job_template":
+                assert got["unified_job_template"]["name"] == ujt["name"]
+            else:
+                assert got["unified_job_template"] is None
+                assert got["related"]["create_approval_template"]["timeout"] == ujt["timeout"]
+            for rel, targets in node["related"].items():
+                assert [t["identifier"] for t in got["related"][rel]] == [t["identifier"] for t in targets]
+    types = {t["name"]: t for t in exported["credential_types"]}
+    for ct in RAW["awx_credential_types"]:
+        # AWX templates the injectors itself: they reach the document as written, not rendered.
+        assert types[ct["name"]]["injectors"] == ct["injectors"]

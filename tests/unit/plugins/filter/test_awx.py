@@ -68,3 +68,53 @@ def test_workflow_nodes_refuse_a_broken_graph(nodes, words):
         F["awx_workflow_nodes"](nodes, "modelops")
     for word in words:
         assert word in str(err.value)
+
+
+PROJECT = {"name": "modelops.serving", "scm_url": "https://git.example.internal/ml/site.git"}
+PRODUCTION = {"production": {"name": "production", "path": "inventories/production"}}
+REGISTRY_TYPE = {"name": "modelops.serving registry", "kind": "cloud", "inputs": {}, "injectors": {}}
+SITE_JT = {"name": "site", "playbook": "playbooks/site.yml", "credential_kinds": ["machine", "registry"],
+           "survey": []}
+
+
+def assets(templates, workflows=(), **kw):
+    args = dict(workflows=list(workflows), credential_types=[REGISTRY_TYPE], organization="modelops",
+                project=PROJECT, inventories=PRODUCTION)
+    args.update(kw)
+    return F["awx_assets"](templates, **args)
+
+
+def test_assets_name_the_sites_credentials_by_their_types_and_leave_out_unnamed_kinds():
+    doc = assets([SITE_JT], credentials={"machine": "fleet ssh", "registry": ""})
+    creds = doc["job_templates"][0]["related"]["credentials"]
+    assert creds == [{"organization": {"name": "modelops", "type": "organization"}, "name": "fleet ssh",
+                      "credential_type": {"name": "Machine", "kind": "ssh", "type": "credential_type"},
+                      "type": "credential"}]
+    doc = assets([SITE_JT], credentials={"registry": "site registry"})
+    assert doc["job_templates"][0]["related"]["credentials"][0]["credential_type"]["name"] == REGISTRY_TYPE["name"]
+    # No execution environment named: AWX's default (null), not a key to nothing.
+    assert doc["job_templates"][0]["execution_environment"] is None
+
+
+def test_assets_approval_nodes_carry_their_approval_template_and_links_use_node_keys():
+    doc = assets([SITE_JT], workflows=[{"name": "wf", "nodes": [
+        {"identifier": "ask", "approval": "Go?", "timeout": 60, "success": ["run"]},
+        {"identifier": "run", "template": "site"}]}])
+    ask, run = doc["workflow_job_templates"][0]["related"]["workflow_nodes"]
+    assert ask["unified_job_template"] is None
+    assert ask["related"]["create_approval_template"] == {"name": "ask: Go?", "description": "Go?", "timeout": 60}
+    assert ask["related"]["success_nodes"] == [run["natural_key"]]
+    assert run["unified_job_template"] == doc["job_templates"][0]["natural_key"]
+
+
+@pytest.mark.parametrize("templates, kw, words", [
+    ([dict(SITE_JT, environment="staging")], {}, ["site runs on the staging inventory"]),
+    ([SITE_JT], {"workflows": [{"name": "wf", "nodes": [{"identifier": "a", "template": "other"}]}]},
+     ["workflow wf runs other"]),
+    ([SITE_JT], {"credential_types": [], "credentials": {"registry": "r"}}, ["registry credential"]),
+])
+def test_assets_errors_name_the_object(templates, kw, words):
+    with pytest.raises(AnsibleFilterError) as err:
+        assets(templates, **kw)
+    for word in words:
+        assert word in str(err.value)
