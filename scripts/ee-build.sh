@@ -16,15 +16,15 @@ bin="$(dirname "$py")"
 wheels=.cache/ee-wheels
 context=.cache/ee-context
 
-read -r core runner tag < <("$py" - <<'PY'
+read -r core runner tag tarball < <("$py" - <<'PY'
 import yaml
 ee = yaml.safe_load(open("execution-environment.yml"))
 deps = ee["dependencies"]
-print(deps["ansible_core"]["package_pip"], deps["ansible_runner"]["package_pip"], ee["options"]["tags"][0])
+print(deps["ansible_core"]["package_pip"], deps["ansible_runner"]["package_pip"], ee["options"]["tags"][0],
+      ee["additional_build_files"][0]["src"])
 PY
 )
 tag="${2:-$tag}"
-tarball="$("$py" -c 'import yaml; print(yaml.safe_load(open("execution-environment.yml"))["additional_build_files"][0]["src"])')"
 [ -f "$tarball" ] || { echo "error: $tarball is missing: run make build first" >&2; exit 1; }
 
 echo "==> Filling the execution environment's wheelhouse ($wheels)"

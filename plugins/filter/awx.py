@@ -113,10 +113,9 @@ def awx_assets(job_templates, workflows, credential_types, organization, project
     credentials = dict(credentials or {})
     org = _key("organization", name=organization)
     ee = _key("execution_environment", name=execution_environment) if execution_environment else None
-    own_types = {t["name"]: t for t in credential_types}
 
-    def credential(kind):
-        name = credentials.get(kind)
+    def credential(kind, name):
+        """The key of the site's credential of this kind (AWX's own type, or this collection's), or None."""
         if not name:
             return None
         if kind in MANAGED_CREDENTIAL_TYPES:
@@ -137,13 +136,11 @@ def awx_assets(job_templates, workflows, credential_types, organization, project
         "credential_types": [{"name": t["name"], "description": t.get("description", ""), "kind": t["kind"],
                               "inputs": t["inputs"], "injectors": t["injectors"], "related": {},
                               "natural_key": _key("credential_type", name=t["name"], kind=t["kind"])}
-                             for t in own_types.values()],
+                             for t in credential_types],
         "projects": [{"name": project["name"], "description": project.get("description", ""), "scm_type": "git",
                       "scm_url": project["scm_url"], "scm_branch": project.get("scm_branch", ""),
                       "scm_update_on_launch": True,
-                      "credential": (_key("credential", organization=org, name=project["credential"],
-                                          credential_type=_key("credential_type", name="Source Control", kind="scm"))
-                                     if project.get("credential") else None),
+                      "credential": credential("scm", project.get("credential")),
                       "default_environment": ee, "organization": org, "related": {}, "natural_key": proj}],
         "inventory": [], "inventory_sources": [], "job_templates": [], "workflow_job_templates": [],
     }
@@ -153,12 +150,12 @@ def awx_assets(job_templates, workflows, credential_types, organization, project
         out["inventory"].append({
             "name": inv["name"], "description": "%s: %s of the %s project" % (env, inv["path"], project["name"]),
             "organization": org, "variables": "", "related": {}, "natural_key": inv_keys[env]})
+        source = "%s from %s" % (inv["name"], project["name"])
         out["inventory_sources"].append({
-            "name": "%s from %s" % (inv["name"], project["name"]), "source": "scm", "source_project": proj,
+            "name": source, "source": "scm", "source_project": proj,
             "source_path": inv["path"], "overwrite": True, "overwrite_vars": True, "update_on_launch": True,
             "inventory": inv_keys[env], "related": {},
-            "natural_key": _key("inventory_source", organization=org,
-                                name="%s from %s" % (inv["name"], project["name"]), inventory=inv_keys[env])})
+            "natural_key": _key("inventory_source", organization=org, name=source, inventory=inv_keys[env])})
 
     def inventory_of(item):
         env = item.get("environment", "production")
@@ -171,7 +168,7 @@ def awx_assets(job_templates, workflows, credential_types, organization, project
     for jt in job_templates:
         survey = jt.get("survey") or []
         jt_keys[jt["name"]] = _key("job_template", organization=org, name=jt["name"])
-        creds = [c for c in (credential(kind) for kind in jt.get("credential_kinds", [])) if c]
+        creds = [c for c in (credential(kind, credentials.get(kind)) for kind in jt.get("credential_kinds", [])) if c]
         out["job_templates"].append({
             "name": jt["name"], "description": jt.get("description", ""), "job_type": "run",
             "playbook": jt["playbook"], "inventory": inventory_of(jt), "project": proj,

@@ -55,18 +55,20 @@ def lab_key(inventory: str) -> str:
     return os.path.join(ROOT, lab["lab_state"], "id_ed25519")
 
 
-def read_events(artifacts: str) -> tuple[dict, set]:
-    """The playbook_on_stats event of the job, as AWX reads it from job_events/, and the files
-    its tasks came from (each task start event's task_path, without the line number)."""
+def read_events(artifacts: str) -> tuple[dict, set, int]:
+    """The playbook_on_stats event of the job, as AWX reads it from job_events/, the files its
+    tasks came from (each task start event's task_path, without the line number) and the number of
+    events."""
     stats, files = {}, set()
-    for path in sorted(glob.glob(os.path.join(artifacts, "job_events", "*.json"))):
+    paths = sorted(glob.glob(os.path.join(artifacts, "job_events", "*.json")))
+    for path in paths:
         with open(path) as fh:
             event = json.load(fh)
         if event.get("event") == "playbook_on_stats":
             stats = event["event_data"]
         elif event.get("event") == "playbook_on_task_start" and event["event_data"].get("task_path"):
             files.add(event["event_data"]["task_path"].rsplit(":", 1)[0])
-    return stats, files
+    return stats, files, len(paths)
 
 
 def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident: str = "job",
@@ -112,11 +114,10 @@ def run_job(playbook: str, inventory: str, extravars: dict | None = None, ident:
 
         status = read("status", run.status).strip()
         rc = int(read("rc", str(run.rc)).strip() or -1)
-        stats, task_files = read_events(artifacts)
+        stats, task_files, events = read_events(artifacts)
         # AWX hands set_stats data to the next workflow node from this field of the stats event.
         return Job(status=status, rc=rc, stats=stats, stdout=read("stdout"),
                    artifacts=stats.get("artifact_data") or {},
-                   events=len(glob.glob(os.path.join(artifacts, "job_events", "*.json"))),
-                   task_files=task_files)
+                   events=events, task_files=task_files)
     finally:
         shutil.rmtree(pdd, ignore_errors=True)

@@ -108,8 +108,9 @@ def test_the_lab_settings_are_never_shadowed_and_override_only_whats_listed():
 
 def test_the_test_labs_own_files_but_the_identity_and_promote_are_the_demos():
     for lab in (TEST, STAGING):
+        own = {IDENTITY, PROMOTE} if lab == TEST else {IDENTITY}
         for rel in _vars_files(lab):
-            if rel in (IDENTITY, PROMOTE) and lab == TEST or rel == IDENTITY:
+            if rel in own:
                 assert not (lab / rel).is_symlink()
                 continue
             assert (lab / rel).resolve() == (DEMO / rel).resolve(), f"{lab.name}: {rel} must be the demo's file"

@@ -256,12 +256,19 @@ def exported(tmp_path_factory):
 
 
 def awxkit_pages():
+    """awxkit's page class of each object type the document holds or refers to."""
     from awxkit.api import pages
-    return {"organizations": pages.Organization, "credential_types": pages.CredentialType,
-            "projects": pages.Project, "inventory": pages.Inventory, "inventory_sources": pages.InventorySource,
-            "job_templates": pages.JobTemplate, "workflow_job_templates": pages.WorkflowJobTemplate,
+    return {"organization": pages.Organization, "credential_type": pages.CredentialType, "project": pages.Project,
+            "inventory": pages.Inventory, "inventory_source": pages.InventorySource,
+            "job_template": pages.JobTemplate, "workflow_job_template": pages.WorkflowJobTemplate,
             "workflow_job_template_node": pages.WorkflowJobTemplateNode, "credential": pages.Credential,
             "execution_environment": pages.ExecutionEnvironment}
+
+
+# The object type of each resource list awxkit imports.
+RESOURCE_TYPES = {"organizations": "organization", "credential_types": "credential_type", "projects": "project",
+                  "inventory": "inventory", "inventory_sources": "inventory_source",
+                  "job_templates": "job_template", "workflow_job_templates": "workflow_job_template"}
 
 
 def natural_keys(value, opaque=()):
@@ -283,19 +290,12 @@ def natural_keys(value, opaque=()):
 def test_the_export_uses_only_resources_awxkit_imports(exported):
     from awxkit.api.pages.api import EXPORTABLE_RESOURCES
     assert set(exported) <= set(EXPORTABLE_RESOURCES), sorted(set(exported) - set(EXPORTABLE_RESOURCES))
-    for resource in ("organizations", "credential_types", "projects", "inventory", "inventory_sources",
-                     "job_templates", "workflow_job_templates"):
+    for resource in RESOURCE_TYPES:
         assert exported[resource], f"{resource} is empty"
 
 
 def test_every_natural_key_has_exactly_awxkits_fields(exported):
-    pages = awxkit_pages()
-    by_type = {"organization": pages["organizations"], "credential_type": pages["credential_types"],
-               "project": pages["projects"], "inventory": pages["inventory"],
-               "inventory_source": pages["inventory_sources"], "job_template": pages["job_templates"],
-               "workflow_job_template": pages["workflow_job_templates"],
-               "workflow_job_template_node": pages["workflow_job_template_node"], "credential": pages["credential"],
-               "execution_environment": pages["execution_environment"]}
+    by_type = awxkit_pages()
     problems = []
     for key in natural_keys(exported):
         if key.get("type") not in by_type:
@@ -305,8 +305,8 @@ def test_every_natural_key_has_exactly_awxkits_fields(exported):
             problems.append(f"{key['type']} {key.get('name', key.get('identifier'))}: {sorted(key)} != {sorted(expected)}")
     for resource, assets in exported.items():
         for asset in assets:
-            expected = set(pages[resource].NATURAL_KEY) | {"type"}
-            if set(asset["natural_key"]) != expected:
+            expected = set(by_type[RESOURCE_TYPES[resource]].NATURAL_KEY) | {"type"}
+            if set(asset["natural_key"]) != expected or asset["natural_key"]["type"] != RESOURCE_TYPES[resource]:
                 problems.append(f"{resource} {asset['name']}: natural key {sorted(asset['natural_key'])}")
     assert not problems, "\n".join(problems)
 
